@@ -1,0 +1,29 @@
+/* CUDA device queries (implemented in device.cu; absent in CPU-only builds). */
+#ifndef DSV4_CUDA_DEVICE_H
+#define DSV4_CUDA_DEVICE_H
+
+#include <stddef.h>
+#include "dsv4.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dsv4_device_info {
+    char name[256];
+    int cc_major, cc_minor, sm_count;
+    size_t total_mem, l2_bytes, smem_per_block_optin;
+} dsv4_device_info;
+
+/* Number of usable GPUs; 0 (and DSV4_OK) when there is no GPU or no driver. */
+dsv4_status dsv4_cuda_device_count(int *count);
+dsv4_status dsv4_cuda_device_info(int device, dsv4_device_info *info);
+
+#ifdef __CUDACC__
+dsv4_status dsv4_cuda_check(cudaError_t err, const char *op);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif

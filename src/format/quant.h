@@ -1,0 +1,77 @@
+/* Block-scaled tensor formats: NVFP4 (ModelOpt), MXFP4, FP8 block-128, the 128x4
+ * scale swizzle, and the gate/up global-scale unification. Contract:
+ * ../shared/spec/nvfp4.md. All matrices are row-major [rows, cols] with blocks running
+ * along cols (the input/K dimension). FP4 payloads pack two elements per byte, element
+ * 2i in the low nibble. Functions that can fail return dsv4_status and name `what`
+ * (a tensor name or op, for the message). */
+#ifndef DSV4_FORMAT_QUANT_H
+#define DSV4_FORMAT_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dsv4.h"
+
+#define DSV4_NVFP4_BLOCK 16
+#define DSV4_MXFP4_BLOCK 32
+#define DSV4_FP8_BLOCK 128
+#define DSV4_E2M1_MAX 6.0f
+#define DSV4_E4M3_MAX 448.0f
+
+/* ---- NVFP4 weights (ModelOpt semantics) ----
+ * global = amax(x) / (6*448)  (an all-zero tensor gives global 0: callers then use 1.0);
+ * block scale s = e4m3_rn_sat(block_amax / (6*global)), a zero s is replaced by 1.0 when
+ * dividing; q = e2m1_rn_sat(x / (float(s) * global)). */
+float dsv4_nvfp4_global_scale(const float *x, size_t n);
+/* cols must be a multiple of 16. q: rows*cols/2 bytes; scales: rows*cols/16 e4m3 bytes.
+ * Fails with DSV4_ERR_NONFINITE if x holds NaN/Inf, DSV4_ERR_SHAPE for bad cols. */
+dsv4_status dsv4_nvfp4_quantize(const float *x, int64_t rows, int64_t cols, float global,
+                                uint8_t *q, uint8_t *scales, const char *what);
+void dsv4_nvfp4_dequantize(const uint8_t *q, const uint8_t *scales, float global, int64_t rows,
+                           int64_t cols, float *out);
+
+/* ---- NVFP4 activations (W4A4, Blackwell numerics) ----
+ * With G = 1/input_scale: sf = e4m3(G * block_amax / 6), q = e2m1(x * G / float(sf)) (0 if sf
+ * is 0). Dequantized value = e2m1 * sf * input_scale. Dynamic per-token mode uses
+ * input_scale = amax(row)/(6*448) per row. */
+dsv4_status dsv4_nvfp4_quantize_act(const float *x, int64_t rows, int64_t cols, float input_scale,
+                                    uint8_t *q, uint8_t *scales, const char *what);
+
+/* ---- MXFP4 (e2m1 payload, one ue8m0 scale per 32) ---- */
+dsv4_status dsv4_mxfp4_dequantize(const uint8_t *q, const uint8_t *scales_e8m0, int64_t rows,
+                                  int64_t cols, float *out, const char *what);
+/* Exact conversion to NVFP4: picks a power-of-two global so every scale of a non-zero block
+ * is a power of two e4m3 holds exactly (2^-9..2^8); payload copied unchanged, each 32-scale
+ * becomes two 16-scales. DSV4_ERR_NOT_REPRESENTABLE (naming `what` and the exponent range)
+ * when the tensor's scale range is too wide, DSV4_ERR_NONFINITE for a NaN scale (0xff). */
+dsv4_status dsv4_mxfp4_to_nvfp4(const uint8_t *q, const uint8_t *scales_e8m0, int64_t rows,
+                                int64_t cols, uint8_t *q_out, uint8_t *scales_e4m3,
+                                float *global_out, const char *what);
+
+/* ---- FP8 block-128 (e4m3 weight, one scale per 128x128 block) ----
+ * scales: [ceil(rows/128), ceil(cols/128)], either ue8m0 bytes or fp32. */
+typedef enum { DSV4_SCALE_UE8M0 = 0, DSV4_SCALE_F32 = 1 } dsv4_scale_kind;
+dsv4_status dsv4_fp8_block128_dequantize(const uint8_t *w, int64_t rows, int64_t cols,
+                                         const void *scales, dsv4_scale_kind kind, float *out,
+                                         const char *what);
+/* Quantize to FP8 block-128 with power-of-two (ue8m0) scales: scale = 2^ceil(log2(amax/448)),
+ * q = e4m3(x / scale). Used by make-tiny. */
+dsv4_status dsv4_fp8_block128_quantize(const float *x, int64_t rows, int64_t cols, uint8_t *w,
+                                       uint8_t *scales_e8m0, const char *what);
+
+/* ---- 128x4 scale swizzle ----
+ * linear: [rows, kblocks] bytes. swizzled: dsv4_swizzled_scale_bytes(rows, kblocks) bytes,
+ * rows padded to 128 and kblocks to 4, padding zero. Byte of (r, c):
+ * (r/128)*nKT*512 + (c/4)*512 + (r%32)*16 + ((r%128)/32)*4 + (c%4), nKT = ceil(kblocks/4). */
+size_t dsv4_swizzled_scale_bytes(int64_t rows, int64_t kblocks);
+void dsv4_scale_swizzle_128x4(const uint8_t *linear, int64_t rows, int64_t kblocks, uint8_t *swizzled);
+void dsv4_scale_unswizzle_128x4(const uint8_t *swizzled, int64_t rows, int64_t kblocks, uint8_t *linear);
+
+/* ---- fused gate/up (w1/w3) global-scale unification ----
+ * Normalises both halves to g = max(g1, g3): the smaller half's block scales are multiplied
+ * by g_small/g and re-rounded to e4m3 (payloads untouched). On return *g1 == *g3 == g and
+ * *changed counts block scales whose dequantized value changed in the re-rounding. */
+dsv4_status dsv4_nvfp4_unify_global(uint8_t *scales1, float *g1, size_t n1, uint8_t *scales3,
+                                    float *g3, size_t n3, size_t *changed, const char *what);
+
+#endif

@@ -1,0 +1,88 @@
+/* config.json (+ hf_quant_config.json) -> dsv4_config. Keys and meanings:
+ * ../shared/spec/dsv4-reference.md §1. Both the HF forms (layer_types, mlp_layer_types,
+ * rope_parameters, compress_rates) and the legacy ones shipped in real checkpoints
+ * (compress_ratios, num_hash_layers, rope_scaling) are accepted. Unknown keys are ignored;
+ * a missing required key or an inconsistent value is DSV4_ERR_CONFIG naming the key. */
+#ifndef DSV4_MODEL_CONFIG_H
+#define DSV4_MODEL_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dsv4.h"
+
+#define DSV4_MAX_LAYERS 256
+
+typedef enum { DSV4_ATTN_SLIDING = 0, DSV4_ATTN_CSA, DSV4_ATTN_HCA } dsv4_attn_type;
+typedef enum { DSV4_MLP_MOE = 0, DSV4_MLP_HASH_MOE } dsv4_mlp_type;
+typedef enum { DSV4_SCORE_SQRTSOFTPLUS = 0, DSV4_SCORE_SIGMOID, DSV4_SCORE_SOFTMAX } dsv4_score_func;
+
+/* What the checkpoint says about quantized weights. */
+typedef enum {
+    DSV4_QUANT_NONE = 0,  /* plain bf16/f32 */
+    DSV4_QUANT_FP8_BLOCK, /* DeepSeek: quant_method fp8, weight_block_size [128,128] */
+    DSV4_QUANT_NVFP4,     /* ModelOpt quant_algo NVFP4 for everything not excluded */
+    DSV4_QUANT_MIXED      /* ModelOpt MIXED_PRECISION: moe_quant_algo for experts, FP8 elsewhere */
+} dsv4_quant_method;
+
+typedef struct dsv4_quant_config {
+    dsv4_quant_method method;
+    int group_size;           /* NVFP4: 16 */
+    int fp8_block[2];         /* FP8 block: 128,128 */
+    int scale_ue8m0;          /* FP8 scale_fmt ue8m0 (else fp32) */
+    char moe_algo[32];        /* e.g. "NVFP4", "" */
+    char expert_dtype[16];    /* config "expert_dtype": "fp4", "fp8" or "" */
+    int n_exclude;
+    char **exclude;           /* fnmatch patterns of modules left unquantized */
+} dsv4_quant_config;
+
+typedef struct dsv4_config {
+    /* sizes */
+    int vocab_size, hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads;
+    int head_dim, qk_rope_head_dim, q_lora_rank, o_groups, o_lora_rank, sliding_window;
+    int64_t max_position_embeddings;
+    /* compression */
+    int compress_rate_csa, compress_rate_hca; /* 4, 128 */
+    int index_n_heads, index_head_dim, index_topk;
+    /* mHC */
+    int hc_mult, hc_sinkhorn_iters;
+    double hc_eps;
+    /* MoE */
+    int n_routed_experts, num_experts_per_tok, n_shared_experts, moe_intermediate_size;
+    dsv4_score_func scoring_func;
+    double routed_scaling_factor, swiglu_limit;
+    int norm_topk_prob;
+    int num_hash_layers; /* count of leading hash_moe layers (derived if mlp_layer_types given) */
+    /* norms, rope */
+    double rms_norm_eps, rope_theta, compress_rope_theta;
+    int yarn;                         /* YaRN on the compress rope */
+    double yarn_factor, yarn_beta_fast, yarn_beta_slow;
+    int64_t yarn_original_max_position;
+    /* misc */
+    int num_nextn_predict_layers, tie_word_embeddings, bos_token_id, eos_token_id;
+    /* per layer (num_hidden_layers entries); the MTP block is always sliding + moe */
+    dsv4_attn_type layer_types[DSV4_MAX_LAYERS];
+    dsv4_mlp_type mlp_layer_types[DSV4_MAX_LAYERS];
+    dsv4_quant_config quant;
+} dsv4_config;
+
+/* Parses config JSON text. `label` (a path) prefixes messages. On failure *out is left freed. */
+dsv4_status dsv4_config_parse(const char *json, size_t len, const char *label, dsv4_config *out);
+/* Parses a ModelOpt hf_quant_config.json into cfg->quant (replacing what config.json said). */
+dsv4_status dsv4_config_parse_hf_quant(const char *json, size_t len, const char *label,
+                                       dsv4_config *cfg);
+/* dir/config.json and, if present, dir/hf_quant_config.json. */
+dsv4_status dsv4_config_load(const char *dir, dsv4_config *out);
+void dsv4_config_free(dsv4_config *cfg); /* frees quant.exclude; safe on a zeroed struct */
+/* Checks ranges and cross-key consistency (H % o_groups, rope <= head_dim, ...). Called by parse. */
+dsv4_status dsv4_config_validate(const dsv4_config *cfg, const char *label);
+/* Writes the config as a real checkpoint's config.json: legacy compress_ratios (with the
+ * trailing MTP entry), num_hash_layers, rope_scaling, and quantization_config when
+ * cfg->quant says so. Returns a malloc'ed string (NULL on OOM). */
+char *dsv4_config_to_json(const dsv4_config *cfg);
+/* 1 if `module` (e.g. "layers.0.attn.wq_a") matches one of quant.exclude (fnmatch). */
+int dsv4_config_excluded(const dsv4_config *cfg, const char *module);
+/* The rate of layer l: 0 sliding, compress_rate_csa or compress_rate_hca. */
+int dsv4_config_compress_rate(const dsv4_config *cfg, int layer);
+
+#endif
