@@ -1,5 +1,4 @@
 /* Runs every registered test; ends with "N passed, N failed, N skipped". */
-#define _GNU_SOURCE
 #include "test.h"
 
 #include <stdarg.h>
