@@ -21,7 +21,7 @@ endif
 
 OPT      ?= -O2
 CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE
-CFLAGS   += -std=c11 $(OPT) -g -fPIC -Wall -Wextra -Wno-unused-parameter -Wshadow -pthread $(SANFLAGS)
+CFLAGS   += -std=c11 $(OPT) -g -fPIC -Wall -Wextra -Wno-unused-parameter -Wshadow -Wno-format-truncation -pthread $(SANFLAGS)
 LDLIBS   += -lcjson -lpthread -lm
 
 SRC_C  := $(sort $(wildcard src/*/*.c))

@@ -60,11 +60,15 @@ dsv4_status dsv4_model_open(const char *dir, dsv4_model **out);
 void dsv4_model_close(dsv4_model *m);
 /* Writes a readable summary of the model to `f` (a FILE*). */
 dsv4_status dsv4_model_inspect(const dsv4_model *m, void *f);
+/* Opens `dir` leniently and writes the summary plus every problem found (missing tensors,
+ * wrong shapes or dtypes, bad scales) to `f`; returns the first problem's status. */
+dsv4_status dsv4_inspect_dir(const char *dir, void *f);
 
 typedef enum dsv4_tiny_scheme {
     DSV4_TINY_NATIVE_NVFP4 = 0, /* NVIDIA ModelOpt-like: NVFP4 experts, FP8 elsewhere, native names */
     DSV4_TINY_NATIVE_MXFP4,     /* DeepSeek official-like: MXFP4 experts, FP8 elsewhere, native names */
-    DSV4_TINY_HF                /* HF save_pretrained-like: BF16/F32, HF names */
+    DSV4_TINY_HF,               /* HF save_pretrained: F32/BF16, native names under "model.", per-expert */
+    DSV4_TINY_HF_STACKED        /* HF in-memory names (self_attn.q_a_proj, stacked experts.gate_up_proj) */
 } dsv4_tiny_scheme;
 
 /* Writes a deterministic tiny random DeepSeek-V4 checkpoint into `dir`

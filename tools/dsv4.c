@@ -9,7 +9,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "dsv4 %s — DeepSeek-V4 inference with NVFP4 weights\n"
             "usage:\n"
-            "  dsv4 make-tiny DIR [--scheme native-nvfp4|native-mxfp4|hf] [--seed N]\n"
+            "  dsv4 make-tiny DIR [--scheme native-nvfp4|native-mxfp4|hf|hf-stacked] [--seed N]\n"
             "  dsv4 inspect DIR\n"
             "  dsv4 version\n",
             dsv4_version());
@@ -30,6 +30,7 @@ static int cmd_make_tiny(int argc, char **argv) {
             if (!strcmp(s, "native-nvfp4")) scheme = DSV4_TINY_NATIVE_NVFP4;
             else if (!strcmp(s, "native-mxfp4")) scheme = DSV4_TINY_NATIVE_MXFP4;
             else if (!strcmp(s, "hf")) scheme = DSV4_TINY_HF;
+            else if (!strcmp(s, "hf-stacked")) scheme = DSV4_TINY_HF_STACKED;
             else { fprintf(stderr, "dsv4 make-tiny: unknown scheme '%s'\n", s); return 2; }
         } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
             char *end;
@@ -51,11 +52,7 @@ static int cmd_make_tiny(int argc, char **argv) {
 
 static int cmd_inspect(int argc, char **argv) {
     if (argc != 1) { usage(stderr); return 2; }
-    dsv4_model *m = NULL;
-    dsv4_status st = dsv4_model_open(argv[0], &m);
-    if (st != DSV4_OK) return fail(st);
-    st = dsv4_model_inspect(m, stdout);
-    dsv4_model_close(m);
+    dsv4_status st = dsv4_inspect_dir(argv[0], stdout);
     return st == DSV4_OK ? 0 : fail(st);
 }
 

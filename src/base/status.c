@@ -48,12 +48,12 @@ dsv4_status dsv4_fail(dsv4_status st, const char *fmt, ...) {
 }
 
 dsv4_status dsv4_fail_context(dsv4_status st, const char *fmt, ...) {
-    char prefix[DSV4_ERRMSG_MAX], old[DSV4_ERRMSG_MAX];
+    char prefix[256], old[DSV4_ERRMSG_MAX - 256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    memcpy(old, last_error, sizeof old);
+    snprintf(old, sizeof old, "%s", last_error);
     snprintf(last_error, sizeof last_error, "%s: %s", prefix, old);
     return st;
 }

@@ -1,0 +1,80 @@
+#include "cpu/linear.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/parallel.h"
+#include "base/status.h"
+#include "format/quant.h"
+
+/* Output rows expanded per task: enough to amortise a task, small enough to stay in cache. */
+#define LINEAR_ROW_BLOCK 16
+
+typedef struct {
+    const dsv4_weight *w;
+    const float *x;
+    int64_t T;
+    float *y;
+    dsv4_status st; /* first failure of any task (written under no lock: any one is fine) */
+} linear_job;
+
+static void linear_rows(void *ctx, int64_t r_begin, int64_t r_end) {
+    linear_job *job = ctx;
+    const int64_t K = job->w->cols, N = job->w->rows;
+    float *wrow = malloc((size_t)(LINEAR_ROW_BLOCK * K) * sizeof *wrow);
+    if (!wrow) { job->st = DSV4_ERR_OUT_OF_MEMORY; return; }
+    for (int64_t r0 = r_begin; r0 < r_end; r0 += LINEAR_ROW_BLOCK) {
+        int64_t nr = r_end - r0 < LINEAR_ROW_BLOCK ? r_end - r0 : LINEAR_ROW_BLOCK;
+        if (dsv4_weight_dequantize_rows(job->w, r0, nr, wrow) != DSV4_OK) { job->st = DSV4_ERR_INTERNAL; break; }
+        for (int64_t t = 0; t < job->T; t++) {
+            const float *xt = job->x + t * K;
+            for (int64_t i = 0; i < nr; i++) {
+                const float *wr = wrow + i * K;
+                float acc = 0.0f;
+                for (int64_t k = 0; k < K; k++) acc += xt[k] * wr[k];
+                job->y[t * N + r0 + i] = acc;
+            }
+        }
+    }
+    free(wrow);
+}
+
+dsv4_status dsv4_cpu_quantize_act_roundtrip(float *x, int64_t T, int64_t K, float input_scale, const char *what) {
+    uint8_t *q = malloc((size_t)K / 2), *s = malloc((size_t)K / 16);
+    dsv4_status st = (q && s) ? DSV4_OK : dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "%s: out of memory", what);
+    for (int64_t t = 0; t < T && st == DSV4_OK; t++) {
+        float *xt = x + t * K, scale = input_scale;
+        if (scale <= 0.0f) { /* dynamic per-token scale */
+            float amax = 0.0f;
+            for (int64_t k = 0; k < K; k++) amax = fmaxf(amax, fabsf(xt[k]));
+            scale = amax > 0.0f ? amax / (DSV4_E2M1_MAX * DSV4_E4M3_MAX) : 1.0f;
+        }
+        st = dsv4_nvfp4_quantize_act(xt, 1, K, scale, q, s, what);
+        if (st == DSV4_OK) dsv4_nvfp4_dequantize(q, s, scale, 1, K, xt);
+    }
+    free(q);
+    free(s);
+    return st;
+}
+
+dsv4_status dsv4_cpu_linear(const dsv4_weight *w, const float *x, int64_t T, float *y, dsv4_numerics mode) {
+    const char *what = w->src ? w->src->name : "linear";
+    if (T < 0 || !x || !y) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "linear %s: bad arguments", what);
+    float *xq = NULL;
+    if (mode == DSV4_W4A4 && w->format == DSV4_WF_NVFP4) {
+        xq = malloc((size_t)(T * w->cols) * sizeof *xq);
+        if (!xq) return dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "linear %s: out of memory", what);
+        memcpy(xq, x, (size_t)(T * w->cols) * sizeof *xq);
+        dsv4_status st = dsv4_cpu_quantize_act_roundtrip(xq, T, w->cols, w->input_scale, what);
+        if (st != DSV4_OK) { free(xq); return st; }
+        x = xq;
+    }
+    linear_job job = {w, x, T, y, DSV4_OK};
+    dsv4_parallel_for(w->rows, LINEAR_ROW_BLOCK, linear_rows, &job);
+    free(xq);
+    if (job.st != DSV4_OK)
+        return job.st == DSV4_ERR_OUT_OF_MEMORY ? dsv4_fail(job.st, "linear %s: out of memory", what)
+                                                : dsv4_fail(job.st, "linear %s: dequantize failed", what);
+    return DSV4_OK;
+}
