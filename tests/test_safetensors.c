@@ -272,11 +272,10 @@ TEST(st_malformed_headers) {
     EXPECT_BAD("\"str\"", 0, DSV4_ERR_JSON, NULL);
     EXPECT_BAD("{} {}", 0, DSV4_ERR_JSON, NULL);
     /* A NUL inside the header (cJSON would stop there): only padding may follow the JSON. */
-    img = make_image("{}\0 ", 0, 0, &len);
-    img[8 + 2] = 0;
-    img[8 + 3] = ' ';
-    len = 12;
-    img[0] = 4;
+    static const uint8_t nul_img[12] = {4, 0, 0, 0, 0, 0, 0, 0, '{', '}', 0, ' '};
+    img = malloc(sizeof nul_img);
+    memcpy(img, nul_img, sizeof nul_img);
+    len = sizeof nul_img;
     if (!expect_bad_image(__LINE__, "embedded-nul", img, len, DSV4_ERR_JSON, NULL)) return;
     free(img);
 }
