@@ -4,7 +4,7 @@
  * {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ..., "__metadata__": {str: str}},
  * then the data area; offsets are relative to the data area start.
  * Opening validates everything before any tensor is handed out: header length within the
- * file (and <= 100 MB), JSON object structure, known dtype, shape x element size == byte
+ * file (and <= DSV4_ST_MAX_HEADER = 100 MiB), JSON object structure, known dtype, shape x element size == byte
  * range, ranges inside the data area, no two ranges overlapping. Errors name the file and
  * tensor. Status codes: DSV4_ERR_TRUNCATED (file < 8 bytes or < 8 + N), DSV4_ERR_HEADER (N >
  * DSV4_ST_MAX_HEADER), DSV4_ERR_JSON (not JSON / not UTF-8 / wrong structure / negative or
