@@ -93,7 +93,8 @@ fuzz: $(FUZZ_TARGETS)
 	  name=$$(basename $$t); mkdir -p build-fuzz/corpus-$$name; \
 	  [ -d fuzz/seeds/$$name ] && cp -n fuzz/seeds/$$name/* build-fuzz/corpus-$$name/ 2>/dev/null; \
 	  echo "fuzzing $$name for $(FUZZ_SECONDS)s"; \
-	  $$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 build-fuzz/corpus-$$name || exit 1; \
+	  dict=; [ -f fuzz/$$name.dict ] && dict=-dict=fuzz/$$name.dict; \
+	  $$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1 $$dict build-fuzz/corpus-$$name || exit 1; \
 	done
 
 deps:

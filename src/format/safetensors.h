@@ -4,9 +4,15 @@
  * {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ..., "__metadata__": {str: str}},
  * then the data area; offsets are relative to the data area start.
  * Opening validates everything before any tensor is handed out: header length within the
- * file (and <= 100 MB), JSON object structure, known dtype, shape x element size == byte
+ * file (and <= DSV4_ST_MAX_HEADER = 100 MiB), JSON object structure, known dtype, shape x element size == byte
  * range, ranges inside the data area, no two ranges overlapping. Errors name the file and
- * tensor. */
+ * tensor. Status codes: DSV4_ERR_TRUNCATED (file < 8 bytes or < 8 + N), DSV4_ERR_HEADER (N >
+ * DSV4_ST_MAX_HEADER), DSV4_ERR_JSON (not JSON / not UTF-8 / wrong structure / negative or
+ * non-integer shape or offset / duplicate name / __metadata__ not str->str), DSV4_ERR_DTYPE,
+ * DSV4_ERR_SHAPE (bytes != shape x dtype, fractional bytes for sub-byte dtypes, overflow),
+ * DSV4_ERR_RANGE (begin > end or end past the data), DSV4_ERR_OVERLAP, DSV4_ERR_IO.
+ * Unlike the reference reader, gaps between tensors and trailing bytes after the last one
+ * are accepted: they are harmless, and some writers align tensors with padding. */
 #ifndef DSV4_FORMAT_SAFETENSORS_H
 #define DSV4_FORMAT_SAFETENSORS_H
 
@@ -18,17 +24,19 @@
 #define DSV4_MAX_DIMS 8
 #define DSV4_ST_MAX_HEADER (100u << 20)
 
-/* Every dtype of the safetensors format. */
+/* Every dtype of the safetensors format (huggingface/safetensors Dtype, 2025). Sub-byte
+ * dtypes (F4, F6_*) are packed; a tensor of them must fill whole bytes. */
 typedef enum dsv4_dtype {
     DSV4_DT_BOOL, DSV4_DT_U8, DSV4_DT_I8, DSV4_DT_U16, DSV4_DT_I16, DSV4_DT_F16, DSV4_DT_BF16,
     DSV4_DT_U32, DSV4_DT_I32, DSV4_DT_F32, DSV4_DT_U64, DSV4_DT_I64, DSV4_DT_F64, DSV4_DT_C64,
     DSV4_DT_F8_E4M3, DSV4_DT_F8_E5M2, DSV4_DT_F8_E8M0, DSV4_DT_F4, DSV4_DT_F6_E2M3, DSV4_DT_F6_E3M2,
+    DSV4_DT_F8_E4M3FNUZ, DSV4_DT_F8_E5M2FNUZ, /* AMD-style fp8 (what torch calls *fnuz) */
     DSV4_DT_COUNT
 } dsv4_dtype;
 
-const char *dsv4_dtype_name(dsv4_dtype dt);               /* "F8_E4M3" */
+const char *dsv4_dtype_name(dsv4_dtype dt);               /* "F8_E4M3"; "?" if out of range */
 int dsv4_dtype_from_name(const char *name, dsv4_dtype *out); /* 1 if known */
-int dsv4_dtype_bits(dsv4_dtype dt);                       /* 4 for F4, 6 for F6_*, 8*bytes else */
+int dsv4_dtype_bits(dsv4_dtype dt);                       /* 4 for F4, 6 for F6_*, 8*bytes else; 0 if out of range */
 
 typedef struct dsv4_tensor_view {
     const char *name;
@@ -56,8 +64,12 @@ const dsv4_tensor_view *dsv4_st_find(const dsv4_st_file *f, const char *name);
 const char *dsv4_st_metadata(const dsv4_st_file *f, const char *key);
 
 /* ---- a checkpoint directory: model.safetensors.index.json (sharded) or *.safetensors ----
- * With an index, every file it names is opened and every tensor must be in the file the
- * index says; tensor names must be unique across files. */
+ * With an index, every file it names is opened once and every tensor must be in the file the
+ * index says (DSV4_ERR_MISSING names the tensor and both files otherwise; also for a file
+ * the index names that does not exist, and for an indexed tensor absent from its file).
+ * Without an index every *.safetensors in `dir` is opened, in name order. Tensor names
+ * must be unique across files (DSV4_ERR_OVERLAP names both files). Tensors are numbered
+ * file by file, each in header order. */
 typedef struct dsv4_checkpoint dsv4_checkpoint;
 dsv4_status dsv4_ckpt_open(const char *dir, dsv4_checkpoint **out);
 void dsv4_ckpt_close(dsv4_checkpoint *c);
@@ -68,7 +80,14 @@ int dsv4_ckpt_file_count(const dsv4_checkpoint *c);
 
 /* ---- writer ----
  * Tensors are referenced, not copied: their data must stay valid until write/free.
- * Tensors are written in the order added, 8-byte aligned (header padded with spaces). */
+ * The header lists tensors in the order added; the header is padded with spaces to a
+ * multiple of 8 so the data area starts 8-byte aligned. The data area has no gaps (the
+ * reference reader, and so Python's safetensors, rejects files with holes), so tensors are
+ * laid out by element size, largest first (stable), which puts every tensor at an offset
+ * aligned to its element size (8 for 64-bit dtypes) without padding.
+ * add: DSV4_ERR_SHAPE if nbytes != shape x dtype (or fractional bytes), DSV4_ERR_DTYPE for
+ * an unknown dtype, DSV4_ERR_INVALID_ARGUMENT for a NULL/duplicate/reserved/non-UTF-8 name.
+ * write: DSV4_ERR_IO naming the path; the file is written to path.tmp and renamed. */
 typedef struct dsv4_st_writer dsv4_st_writer;
 dsv4_st_writer *dsv4_st_writer_new(void); /* NULL on OOM */
 void dsv4_st_writer_free(dsv4_st_writer *w);
