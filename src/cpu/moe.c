@@ -54,6 +54,7 @@ dsv4_status dsv4_cpu_moe(const dsv4_cpu_expert *experts, int E, const dsv4_cpu_e
         if (!experts[e].w1 || !experts[e].w2 || !experts[e].w3)
             return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe: routed expert %d has no weights", e);
     }
+    if (T == 0) return DSV4_OK;
     float *h = malloc(sizeof(float) * (2 * (size_t)I + (size_t)D));
     if (!h) return dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "moe: scratch of %d floats", 2 * I + D);
     float *y = h + 2 * (size_t)I;
