@@ -42,8 +42,9 @@ dsv4_status dsv4_cpu_attention(const dsv4_cpu_attn_dims *d, int T, const float *
         int n = 0;
         for (int j = 0; j < n_kv; j++)
             if (kv_pos[j] <= p && kv_pos[j] > p - d->window) rows[n++] = kv + (size_t)j * Dh;
-        if (n_c > 0) {
-            int visible = (p + 1) / ratio; /* entry w covers [w·m, (w+1)·m): complete iff w < (p+1)/m */
+        if (n_c > 0 || c_idx) { /* with no entries, any pick other than −1 is still an error */
+            /* entry w covers [w·m, (w+1)·m): complete iff w < (p+1)/m */
+            int visible = ratio > 0 ? (p + 1) / ratio : 0;
             if (visible > n_c) visible = n_c;
             if (!c_idx) {
                 for (int w = 0; w < visible; w++) rows[n++] = ckv + (size_t)w * Dh;
