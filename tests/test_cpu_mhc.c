@@ -196,13 +196,13 @@ TEST(cpu_hc_post_merges_with_comb_transposed) {
 }
 
 TEST(cpu_bf16_round_is_nearest_even) {
-    CHECK(dsv4_cpu_bf16_round(1.0f) == 1.0f);
-    CHECK(dsv4_cpu_bf16_round(1.0f + 1.0f / 256) == 1.0f);          /* tie → even (down) */
-    CHECK(dsv4_cpu_bf16_round(1.0f + 3.0f / 256) == 1.0f + 4.0f / 256); /* tie → even (up) */
-    CHECK(dsv4_cpu_bf16_round(1.0f + 1.0f / 200) == 1.0f + 1.0f / 128);
-    CHECK(dsv4_cpu_bf16_round(-2.5f) == -2.5f);
-    CHECK(isnan(dsv4_cpu_bf16_round(NAN)));
-    CHECK(isinf(dsv4_cpu_bf16_round(INFINITY)));
+    CHECK(dsv4_bf16_round(1.0f) == 1.0f);
+    CHECK(dsv4_bf16_round(1.0f + 1.0f / 256) == 1.0f);          /* tie → even (down) */
+    CHECK(dsv4_bf16_round(1.0f + 3.0f / 256) == 1.0f + 4.0f / 256); /* tie → even (up) */
+    CHECK(dsv4_bf16_round(1.0f + 1.0f / 200) == 1.0f + 1.0f / 128);
+    CHECK(dsv4_bf16_round(-2.5f) == -2.5f);
+    CHECK(isnan(dsv4_bf16_round(NAN)));
+    CHECK(isinf(dsv4_bf16_round(INFINITY)));
 }
 
 TEST(cpu_hc_head_matches_naive) {

@@ -25,7 +25,7 @@ static void hc_mix(const dsv4_cpu_hc_dims *d, const float *Xt, const float *fn, 
                    float *flat, float *mix) {
     int n = d->hc * d->dim;
     dsv4_cpu_rmsnorm(flat, Xt, NULL, 1, n, d->norm_eps);
-    dsv4_cpu_linear(mix, flat, fn, 1, n, n_mix);
+    dsv4_cpu_matmul(mix, flat, fn, 1, n, n_mix);
 }
 
 void dsv4_cpu_hc_sinkhorn(float *c, int hc, int iters, float eps) {
@@ -106,8 +106,8 @@ dsv4_status dsv4_cpu_hc_post(const dsv4_cpu_hc_dims *d, int T, const float *X, c
         for (int k = 0; k < hc; k++) pw[k] = post[(size_t)t * hc + k];
         for (int i = 0; i < hc * hc; i++) cw[i] = comb[(size_t)t * hc * hc + i];
         if (merge == DSV4_CPU_HC_MERGE_BF16_WEIGHTS) {
-            for (int k = 0; k < hc; k++) pw[k] = dsv4_cpu_bf16_round(pw[k]);
-            for (int i = 0; i < hc * hc; i++) cw[i] = dsv4_cpu_bf16_round(cw[i]);
+            for (int k = 0; k < hc; k++) pw[k] = dsv4_bf16_round(pw[k]);
+            for (int i = 0; i < hc * hc; i++) cw[i] = dsv4_bf16_round(cw[i]);
         }
         const float *Xt = X + (size_t)t * hc * D, *yt = y + (size_t)t * D;
         float *Ot = X_out + (size_t)t * hc * D;

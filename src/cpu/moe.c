@@ -14,14 +14,14 @@
 static void swiglu_token(const dsv4_cpu_expert *e, int D, int I, const float *x, float limit,
                          float *h, float *y) {
     float *g = h, *u = h + I;
-    dsv4_cpu_linear(g, x, e->w1, 1, D, I);
-    dsv4_cpu_linear(u, x, e->w3, 1, D, I);
+    dsv4_cpu_matmul(g, x, e->w1, 1, D, I);
+    dsv4_cpu_matmul(u, x, e->w3, 1, D, I);
     for (int i = 0; i < I; i++) {
         float gi = fminf(g[i], limit);                 /* no lower clamp on the gate */
         float ui = fminf(fmaxf(u[i], -limit), limit);  /* up clamped to [−limit, limit] */
         g[i] = gi / (1.0f + expf(-gi)) * ui;           /* SiLU(g) ⊙ u */
     }
-    dsv4_cpu_linear(y, g, e->w2, 1, I, D);
+    dsv4_cpu_matmul(y, g, e->w2, 1, I, D);
 }
 
 dsv4_status dsv4_cpu_swiglu(const dsv4_cpu_expert *e, int T, int D, int I, const float *x,

@@ -20,8 +20,8 @@ dsv4_status dsv4_cpu_grouped_oproj(const dsv4_cpu_oproj_dims *d, int T, const fl
     for (int t = 0; t < T; t++) {
         const float *ot = o + (size_t)t * H * Dh;
         for (int g = 0; g < G; g++)
-            dsv4_cpu_linear(u + (size_t)g * Ro, ot + g * gw, wo_a + (size_t)g * Ro * gw, 1, (int)gw, Ro);
-        dsv4_cpu_linear(out + (size_t)t * D, u, wo_b, 1, G * Ro, D);
+            dsv4_cpu_matmul(u + (size_t)g * Ro, ot + g * gw, wo_a + (size_t)g * Ro * gw, 1, (int)gw, Ro);
+        dsv4_cpu_matmul(out + (size_t)t * D, u, wo_b, 1, G * Ro, D);
     }
     free(u);
     return DSV4_OK;

@@ -17,15 +17,13 @@
 #include <stdint.h>
 
 #include "dsv4.h"
+#include "format/fp.h" /* dsv4_bf16_round */
 
-/* ---------------------------------------------------------------- linear.c */
+/* ---------------------------------------------------------------- matmul.c */
 
 /* y[T, n_out] = x[T, n_in] · w[n_out, n_in]ᵀ, fp32 accumulation in index order. */
-dsv4_status dsv4_cpu_linear(float *y, const float *x, const float *w, int T, int n_in, int n_out);
+dsv4_status dsv4_cpu_matmul(float *y, const float *x, const float *w, int T, int n_in, int n_out);
 
-/* Round-to-nearest-even through bf16 and back (NaN stays NaN). Local copy of the
- * codec in src/format so that the CPU ops do not depend on it. */
-float dsv4_cpu_bf16_round(float x);
 
 /* ---------------------------------------------------------------- rmsnorm.c */
 
