@@ -49,6 +49,12 @@ const char *dsv4_version(void);
 /* 1 if this build contains the CUDA backend, else 0. */
 int dsv4_has_cuda(void);
 
+/* Numerics of NVFP4 linears. */
+typedef enum dsv4_numerics {
+    DSV4_W4A16 = 0, /* activations stay in high precision (most accurate on Hopper) */
+    DSV4_W4A4       /* activations of NVFP4 linears quantized to NVFP4 as Blackwell does */
+} dsv4_numerics;
+
 /* ---- checkpoints ---------------------------------------------------------- */
 
 typedef struct dsv4_model dsv4_model;
@@ -74,6 +80,37 @@ typedef enum dsv4_tiny_scheme {
 /* Writes a deterministic tiny random DeepSeek-V4 checkpoint into `dir`
  * (created if needed). Weights are exactly representable in their format. */
 dsv4_status dsv4_make_tiny(const char *dir, dsv4_tiny_scheme scheme, uint64_t seed);
+
+int dsv4_model_vocab_size(const dsv4_model *m);
+int dsv4_model_eos_token(const dsv4_model *m);
+
+/* ---- running the model ---------------------------------------------------- */
+
+typedef struct dsv4_session dsv4_session;
+
+typedef struct dsv4_session_options {
+    dsv4_numerics numerics; /* default DSV4_W4A16 */
+    int max_batch;          /* sequences held at once (default 1) */
+    int max_seq_len;        /* tokens per sequence (default 4096) */
+} dsv4_session_options;
+
+void dsv4_session_options_default(dsv4_session_options *o);
+/* A session runs the model on the CPU reference backend; it holds every sequence's decode
+ * state (sliding windows, compressor buffers, compressed entries). The model must outlive it. */
+dsv4_status dsv4_session_create(const dsv4_model *m, const dsv4_session_options *o, dsv4_session **out);
+void dsv4_session_free(dsv4_session *s);
+/* Empties sequence `seq` (0 <= seq < max_batch). */
+dsv4_status dsv4_session_reset(dsv4_session *s, int seq);
+/* Tokens already processed in sequence `seq`. */
+int dsv4_session_length(const dsv4_session *s, int seq);
+/* Appends n tokens to sequence `seq` and runs them: a prefill when n > 1; several calls are
+ * a chunked prefill and give the same results as one. logits: NULL, or [n, vocab] (fp32) for
+ * every new position. Bad input (token id out of range, length past max_seq_len) fails
+ * before anything runs and leaves the sequence as it was; a failure during the computation
+ * (NaN/Inf in an activation, out of memory) leaves it unusable until dsv4_session_reset. */
+dsv4_status dsv4_session_forward(dsv4_session *s, int seq, const int32_t *ids, int n, float *logits);
+/* One decode step for B sequences: ids[b] is appended to seqs[b]; logits [B, vocab]. */
+dsv4_status dsv4_session_decode(dsv4_session *s, int B, const int *seqs, const int32_t *ids, float *logits);
 
 #ifdef __cplusplus
 }

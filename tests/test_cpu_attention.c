@@ -181,7 +181,9 @@ TEST(cpu_grouped_oproj_matches_block_diagonal) {
     fill_normal(o, T * HH * DH, 1.0f, &rng);
     fill_normal(wo_a, G * RO * GW, 0.3f, &rng);
     fill_normal(wo_b, D * G * RO, 0.3f, &rng);
-    CHECK_OK(dsv4_cpu_grouped_oproj(&d, T, o, wo_a, wo_b, out));
+    const dsv4_weight wa = {.format = DSV4_WF_F32, .rows = G * RO, .cols = GW, .data = wo_a, .global_scale = 1};
+    const dsv4_weight wb = {.format = DSV4_WF_F32, .rows = D, .cols = G * RO, .data = wo_b, .global_scale = 1};
+    CHECK_OK(dsv4_cpu_grouped_oproj(&d, T, o, &wa, &wb, DSV4_W4A16, out));
     /* dense [G·RO, H·DH] with wo_a's group blocks on the diagonal, zeros elsewhere */
     static double big[G * RO][HH * DH];
     memset(big, 0, sizeof big);
@@ -201,5 +203,8 @@ TEST(cpu_grouped_oproj_matches_block_diagonal) {
         }
     }
     d.groups = 3;
-    CHECK_STATUS(dsv4_cpu_grouped_oproj(&d, T, o, wo_a, wo_b, out), DSV4_ERR_SHAPE);
+    CHECK_STATUS(dsv4_cpu_grouped_oproj(&d, T, o, &wa, &wb, DSV4_W4A16, out), DSV4_ERR_SHAPE);
+    d.groups = G;
+    d.lora_rank = RO + 1; /* weights no longer match the dims */
+    CHECK_STATUS(dsv4_cpu_grouped_oproj(&d, T, o, &wa, &wb, DSV4_W4A16, out), DSV4_ERR_SHAPE);
 }

@@ -101,7 +101,23 @@ TEST(cpu_router_hash_routing) {
 
 enum { D = 6, I = 5 };
 
-static void naive_swiglu(const dsv4_cpu_expert *e, const float *x, double limit, double *y) {
+/* fp32 matrices wrapped as F32 weights for the ops, kept raw for the naive versions */
+typedef struct { const float *w1, *w3, *w2; } raw_expert;
+typedef struct { dsv4_weight w1, w3, w2; dsv4_cpu_expert e; } wrapped_expert;
+
+static dsv4_weight f32_weight(const float *data, int rows, int cols) {
+    dsv4_weight w = {.format = DSV4_WF_F32, .rows = rows, .cols = cols, .data = data, .global_scale = 1.0f};
+    return w;
+}
+
+static void wrap(wrapped_expert *o, const raw_expert *r) {
+    o->w1 = f32_weight(r->w1, I, D);
+    o->w3 = f32_weight(r->w3, I, D);
+    o->w2 = f32_weight(r->w2, D, I);
+    o->e = (dsv4_cpu_expert){&o->w1, &o->w3, &o->w2};
+}
+
+static void naive_swiglu(const raw_expert *e, const float *x, double limit, double *y) {
     double h[I];
     for (int i = 0; i < I; i++) {
         double g = 0, u = 0;
@@ -121,21 +137,25 @@ TEST(cpu_swiglu_clamps_gate_above_and_up_both_sides) {
     float w1[I * D] = {0}, w3[I * D] = {0}, w2[D * I] = {0};
     for (int i = 0; i < I; i++) w1[i * D] = w3[i * D] = (float)(i + 1);
     w2[0] = 1.0f; /* y0 = h0 only */
-    dsv4_cpu_expert e = {w1, w3, w2};
+    wrapped_expert we;
+    wrap(&we, &(raw_expert){w1, w3, w2});
+    const dsv4_cpu_expert e = we.e;
     float y[D];
     float x_big[D] = {20, 0, 0, 0, 0, 0}; /* g = u = 20 → both clamped to 10 */
-    CHECK_OK(dsv4_cpu_swiglu(&e, 1, D, I, x_big, 10.0f, y));
+    CHECK_OK(dsv4_cpu_swiglu(&e, 1, D, x_big, 10.0f, DSV4_W4A16, y));
     CHECK(fabs(y[0] - 10.0 / (1 + exp(-10.0)) * 10.0) < 1e-4);
     float x_neg[D] = {-20, 0, 0, 0, 0, 0}; /* g = −20 (no lower clamp), u = −20 → −10 */
-    CHECK_OK(dsv4_cpu_swiglu(&e, 1, D, I, x_neg, 10.0f, y));
+    CHECK_OK(dsv4_cpu_swiglu(&e, 1, D, x_neg, 10.0f, DSV4_W4A16, y));
     CHECK(fabs(y[0] - (-20.0 / (1 + exp(20.0))) * -10.0) < 1e-9);
     /* random weights against the naive version */
     uint64_t rng = 82;
     float a[I * D], b[I * D], c[D * I], x[3 * D], yy[3 * D];
     fill_normal(a, I * D, 2.0f, &rng), fill_normal(b, I * D, 2.0f, &rng), fill_normal(c, D * I, 1.0f, &rng);
     fill_normal(x, 3 * D, 2.0f, &rng);
-    dsv4_cpu_expert r = {a, b, c};
-    CHECK_OK(dsv4_cpu_swiglu(&r, 3, D, I, x, 10.0f, yy));
+    raw_expert r = {a, b, c};
+    wrapped_expert wr;
+    wrap(&wr, &r);
+    CHECK_OK(dsv4_cpu_swiglu(&wr.e, 3, D, x, 10.0f, DSV4_W4A16, yy));
     for (int t = 0; t < 3; t++) {
         double want[D];
         naive_swiglu(&r, x + t * D, 10.0, want);
@@ -147,36 +167,41 @@ TEST(cpu_moe_combine_duplicates_empty_experts_and_shared) {
     uint64_t rng = 83;
     enum { E = 5, T = 4, K = 2 };
     static float w[E + 1][3][I * D];
+    raw_expert raw[E + 1];
+    static wrapped_expert wx[E + 1];
     dsv4_cpu_expert ex[E], sh;
-    for (int e = 0; e <= E; e++)
+    for (int e = 0; e <= E; e++) {
         for (int m = 0; m < 3; m++) fill_normal(w[e][m], I * D, 0.7f, &rng);
-    for (int e = 0; e < E; e++) ex[e] = (dsv4_cpu_expert){w[e][0], w[e][1], w[e][2]};
-    sh = (dsv4_cpu_expert){w[E][0], w[E][1], w[E][2]};
+        raw[e] = (raw_expert){w[e][0], w[e][1], w[e][2]};
+        wrap(&wx[e], &raw[e]);
+    }
+    for (int e = 0; e < E; e++) ex[e] = wx[e].e;
+    sh = wx[E].e;
     ex[1] = (dsv4_cpu_expert){NULL, NULL, NULL}; /* never routed to: needs no weights */
     ex[3] = ex[1];
     int idx[T * K] = {0, 2, /**/ 4, 4, /**/ 2, 0, /**/ 4, 2}; /* token 1 hits expert 4 twice */
     float wt[T * K] = {0.3f, 0.7f, 0.25f, 0.5f, 1.0f, -0.5f, 0.1f, 0.9f};
     float x[T * D], out[T * D], out_ns[T * D];
     fill_normal(x, T * D, 1.0f, &rng);
-    CHECK_OK(dsv4_cpu_moe(ex, E, &sh, T, D, I, K, x, idx, wt, 10.0f, out));
-    CHECK_OK(dsv4_cpu_moe(ex, E, NULL, T, D, I, K, x, idx, wt, 10.0f, out_ns));
+    CHECK_OK(dsv4_cpu_moe(ex, E, &sh, T, D, K, x, idx, wt, 10.0f, DSV4_W4A16, out));
+    CHECK_OK(dsv4_cpu_moe(ex, E, NULL, T, D, K, x, idx, wt, 10.0f, DSV4_W4A16, out_ns));
     for (int t = 0; t < T; t++) {
         double want[D] = {0}, y[D], ys[D];
         for (int j = 0; j < K; j++) {
-            naive_swiglu(&ex[idx[t * K + j]], x + t * D, 10.0, y);
+            naive_swiglu(&raw[idx[t * K + j]], x + t * D, 10.0, y);
             for (int c = 0; c < D; c++) want[c] += wt[t * K + j] * y[c];
         }
-        naive_swiglu(&sh, x + t * D, 10.0, ys);
+        naive_swiglu(&raw[E], x + t * D, 10.0, ys);
         for (int c = 0; c < D; c++) {
             CHECK_MSG(fabs(out_ns[t * D + c] - want[c]) < 1e-4 * (1 + fabs(want[c])), "t=%d c=%d", t, c);
             CHECK(fabs(out[t * D + c] - (want[c] + ys[c])) < 1e-4 * (1 + fabs(want[c] + ys[c])));
         }
     }
     idx[3] = 1; /* routing to an expert without weights is an error, not a crash */
-    CHECK_STATUS(dsv4_cpu_moe(ex, E, &sh, T, D, I, K, x, idx, wt, 10.0f, out), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dsv4_cpu_moe(ex, E, &sh, T, D, K, x, idx, wt, 10.0f, DSV4_W4A16, out), DSV4_ERR_INVALID_ARGUMENT);
     idx[3] = 5;
-    CHECK_STATUS(dsv4_cpu_moe(ex, E, &sh, T, D, I, K, x, idx, wt, 10.0f, out), DSV4_ERR_RANGE);
+    CHECK_STATUS(dsv4_cpu_moe(ex, E, &sh, T, D, K, x, idx, wt, 10.0f, DSV4_W4A16, out), DSV4_ERR_RANGE);
     CHECK(strstr(dsv4_last_error(), "moe") != NULL);
     /* zero tokens: nothing to do */
-    CHECK_OK(dsv4_cpu_moe(ex, E, &sh, 0, D, I, K, NULL, NULL, NULL, 10.0f, NULL));
+    CHECK_OK(dsv4_cpu_moe(ex, E, &sh, 0, D, K, NULL, NULL, NULL, 10.0f, DSV4_W4A16, NULL));
 }

@@ -15,6 +15,8 @@ typedef struct {
     const dsv4_weight *w;
     const float *x;
     int64_t T;
+    int64_t ldx;            /* floats between tokens of x */
+    int64_t rows_per_group; /* output rows that share one cols-wide slice of a token's x */
     float *y;
     dsv4_status st; /* first failure of any task (written under no lock: any one is fine) */
 } linear_job;
@@ -28,8 +30,8 @@ static void linear_rows(void *ctx, int64_t r_begin, int64_t r_end) {
         int64_t nr = r_end - r0 < LINEAR_ROW_BLOCK ? r_end - r0 : LINEAR_ROW_BLOCK;
         if (dsv4_weight_dequantize_rows(job->w, r0, nr, wrow) != DSV4_OK) { job->st = DSV4_ERR_INTERNAL; break; }
         for (int64_t t = 0; t < job->T; t++) {
-            const float *xt = job->x + t * K;
             for (int64_t i = 0; i < nr; i++) {
+                const float *xt = job->x + t * job->ldx + (r0 + i) / job->rows_per_group * K;
                 const float *wr = wrow + i * K;
                 float acc = 0.0f;
                 for (int64_t k = 0; k < K; k++) acc += xt[k] * wr[k];
@@ -58,23 +60,32 @@ dsv4_status dsv4_cpu_quantize_act_roundtrip(float *x, int64_t T, int64_t K, floa
     return st;
 }
 
-dsv4_status dsv4_cpu_linear(const dsv4_weight *w, const float *x, int64_t T, float *y, dsv4_numerics mode) {
+dsv4_status dsv4_cpu_linear_grouped(const dsv4_weight *w, int groups, const float *x, int64_t T, float *y,
+                                    dsv4_numerics mode) {
     const char *what = w->src ? w->src->name : "linear";
-    if (T < 0 || !x || !y) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "linear %s: bad arguments", what);
+    if (T < 0 || !x || !y || groups < 1) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "linear %s: bad arguments", what);
+    if (w->rows % groups)
+        return dsv4_fail(DSV4_ERR_SHAPE, "linear %s: %lld output rows do not split into %d groups", what,
+                         (long long)w->rows, groups);
+    const int64_t ldx = groups * w->cols;
     float *xq = NULL;
     if (mode == DSV4_W4A4 && w->format == DSV4_WF_NVFP4) {
-        xq = malloc((size_t)(T * w->cols) * sizeof *xq);
+        xq = malloc((size_t)(T * ldx) * sizeof *xq);
         if (!xq) return dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "linear %s: out of memory", what);
-        memcpy(xq, x, (size_t)(T * w->cols) * sizeof *xq);
-        dsv4_status st = dsv4_cpu_quantize_act_roundtrip(xq, T, w->cols, w->input_scale, what);
+        memcpy(xq, x, (size_t)(T * ldx) * sizeof *xq);
+        dsv4_status st = dsv4_cpu_quantize_act_roundtrip(xq, T, ldx, w->input_scale, what);
         if (st != DSV4_OK) { free(xq); return st; }
         x = xq;
     }
-    linear_job job = {w, x, T, y, DSV4_OK};
+    linear_job job = {w, x, T, ldx, w->rows / groups, y, DSV4_OK};
     dsv4_parallel_for(w->rows, LINEAR_ROW_BLOCK, linear_rows, &job);
     free(xq);
     if (job.st != DSV4_OK)
         return job.st == DSV4_ERR_OUT_OF_MEMORY ? dsv4_fail(job.st, "linear %s: out of memory", what)
                                                 : dsv4_fail(job.st, "linear %s: dequantize failed", what);
     return DSV4_OK;
+}
+
+dsv4_status dsv4_cpu_linear(const dsv4_weight *w, const float *x, int64_t T, float *y, dsv4_numerics mode) {
+    return dsv4_cpu_linear_grouped(w, 1, x, T, y, mode);
 }

@@ -6,23 +6,24 @@
 #include "base/status.h"
 #include "cpu/ops.h"
 
-dsv4_status dsv4_cpu_grouped_oproj(const dsv4_cpu_oproj_dims *d, int T, const float *o,
-                                   const float *wo_a, const float *wo_b, float *out) {
-    if (!d || (T > 0 && (!o || !wo_a || !wo_b || !out)))
+dsv4_status dsv4_cpu_grouped_oproj(const dsv4_cpu_oproj_dims *d, int T, const float *o, const dsv4_weight *wo_a,
+                                   const dsv4_weight *wo_b, dsv4_numerics mode, float *out) {
+    if (!d || !wo_a || !wo_b || (T > 0 && (!o || !out)))
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "grouped_oproj: NULL argument");
     int H = d->n_heads, Dh = d->head_dim, G = d->groups, Ro = d->lora_rank, D = d->hidden;
     if (T < 0 || H <= 0 || Dh <= 0 || G <= 0 || H % G || Ro <= 0 || D <= 0)
         return dsv4_fail(DSV4_ERR_SHAPE, "grouped_oproj: bad sizes T=%d H=%d Dh=%d g=%d rank=%d D=%d",
                          T, H, Dh, G, Ro, D);
-    size_t gw = (size_t)(H / G) * Dh; /* input width of one group */
-    float *u = malloc(sizeof(float) * (size_t)G * Ro);
-    if (!u) return dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "grouped_oproj: scratch of %d floats", G * Ro);
-    for (int t = 0; t < T; t++) {
-        const float *ot = o + (size_t)t * H * Dh;
-        for (int g = 0; g < G; g++)
-            dsv4_cpu_matmul(u + (size_t)g * Ro, ot + g * gw, wo_a + (size_t)g * Ro * gw, 1, (int)gw, Ro);
-        dsv4_cpu_matmul(out + (size_t)t * D, u, wo_b, 1, G * Ro, D);
-    }
+    if (wo_a->rows != (int64_t)G * Ro || wo_a->cols != (int64_t)H / G * Dh || wo_b->rows != D ||
+        wo_b->cols != (int64_t)G * Ro)
+        return dsv4_fail(DSV4_ERR_SHAPE, "grouped_oproj: wo_a [%lld, %lld] / wo_b [%lld, %lld] do not match H=%d Dh=%d "
+                         "g=%d rank=%d D=%d", (long long)wo_a->rows, (long long)wo_a->cols, (long long)wo_b->rows,
+                         (long long)wo_b->cols, H, Dh, G, Ro, D);
+    if (T == 0) return DSV4_OK;
+    float *u = malloc(sizeof(float) * (size_t)T * G * Ro);
+    if (!u) return dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "grouped_oproj: out of memory");
+    dsv4_status st = dsv4_cpu_linear_grouped(wo_a, G, o, T, u, mode);
+    if (st == DSV4_OK) st = dsv4_cpu_linear(wo_b, u, T, out, mode);
     free(u);
-    return DSV4_OK;
+    return st;
 }

@@ -17,7 +17,8 @@
 #include <stdint.h>
 
 #include "dsv4.h"
-#include "format/fp.h" /* dsv4_bf16_round */
+#include "cpu/linear.h" /* dsv4_cpu_linear, dsv4_numerics */
+#include "format/fp.h"    /* dsv4_bf16_round */
 
 /* ---------------------------------------------------------------- matmul.c */
 
@@ -135,8 +136,8 @@ typedef struct dsv4_cpu_oproj_dims {
 
 /* out[T, D] = concat_i(wo_a[i] · o_i) · wo_bᵀ with wo_a [g·lora_rank, H·Dh/g] viewed as
  * [g, lora_rank, H·Dh/g] and wo_b [D, g·lora_rank]. */
-dsv4_status dsv4_cpu_grouped_oproj(const dsv4_cpu_oproj_dims *d, int T, const float *o,
-                                   const float *wo_a, const float *wo_b, float *out);
+dsv4_status dsv4_cpu_grouped_oproj(const dsv4_cpu_oproj_dims *d, int T, const float *o, const dsv4_weight *wo_a,
+                                   const dsv4_weight *wo_b, dsv4_numerics mode, float *out);
 
 /* ---------------------------------------------------------------- compressor.c */
 
@@ -249,20 +250,21 @@ dsv4_status dsv4_cpu_router(const dsv4_cpu_router_cfg *cfg, int T, const float *
 /* ---------------------------------------------------------------- moe.c */
 
 typedef struct dsv4_cpu_expert {
-    const float *w1; /* gate [I, D] */
-    const float *w3; /* up   [I, D] */
-    const float *w2; /* down [D, I] */
+    const dsv4_weight *w1; /* gate [I, D] */
+    const dsv4_weight *w3; /* up   [I, D] */
+    const dsv4_weight *w2; /* down [D, I] */
 } dsv4_cpu_expert;
 
-/* y [T, D] = (SiLU(min(x·w1ᵀ, limit)) ⊙ clamp(x·w3ᵀ, −limit, limit)) · w2ᵀ. */
-dsv4_status dsv4_cpu_swiglu(const dsv4_cpu_expert *e, int T, int D, int I, const float *x,
-                            float limit, float *y);
+/* y [T, D] = (SiLU(min(x·w1ᵀ, limit)) ⊙ clamp(x·w3ᵀ, −limit, limit)) · w2ᵀ, every product
+ * through dsv4_cpu_linear in `mode`. */
+dsv4_status dsv4_cpu_swiglu(const dsv4_cpu_expert *e, int T, int D, const float *x, float limit,
+                            dsv4_numerics mode, float *y);
 
 /* out [T, D] = Σ_slots weight · y_e (HF order: weight multiplies the expert's output after
  * down_proj; experts visited in ascending id) + shared(x) (shared may be NULL).
- * experts [E]: entries never routed to may have NULL weights. */
-dsv4_status dsv4_cpu_moe(const dsv4_cpu_expert *experts, int E, const dsv4_cpu_expert *shared,
-                         int T, int D, int I, int k, const float *x, const int *idx,
-                         const float *weights, float limit, float *out);
+ * experts [E]: entries never routed to may have NULL weights. idx/weights [T, k]. */
+dsv4_status dsv4_cpu_moe(const dsv4_cpu_expert *experts, int E, const dsv4_cpu_expert *shared, int T, int D,
+                         int k, const float *x, const int *idx, const float *weights, float limit,
+                         dsv4_numerics mode, float *out);
 
 #endif
