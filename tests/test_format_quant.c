@@ -263,7 +263,12 @@ TEST(nvfp4_quantize_matches_numpy_modelopt_oracle) {
     }
     for (int i = 0; i < 16; i++) x[5 * cols + 32 + i] = 0.0f;                     /* zero block */
     for (int i = 0; i < 16; i++) x[7 * cols + 64 + i] = ldexpf((float)(i - 8), -40); /* scale underflow */
-    x[0] = 1e4f;                                                                    /* the tensor amax */
+    x[0] = 2688.0f * 0x1p20f; /* the tensor amax: global exactly 2^20 */
+    /* a block of exact e2m1 midpoints: with scale 1.5 and global 2^20 every x / (s * g) is
+     * exactly 0.25, 0.75, ..., 5, so the tie rule is compared too */
+    static const float mids[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+    for (int i = 0; i < 16; i++)
+        x[9 * cols + 48 + i] = (i == 0 ? 6.0f : (i & 1 ? -1 : 1) * mids[i % 7]) * 1.5f * 0x1p20f;
 
     char src[700], dst[700];
     const char *dir = test_tmpdir();

@@ -34,6 +34,8 @@ float dsv4_nvfp4_global_scale(const float *x, size_t n);
  * DSV4_ERR_SHAPE for bad cols, DSV4_ERR_INVALID_ARGUMENT unless 0 < global < Inf. */
 dsv4_status dsv4_nvfp4_quantize(const float *x, int64_t rows, int64_t cols, float global,
                                 uint8_t *q, uint8_t *scales, const char *what);
+/* out[r, c] = e2m1 * float(scale) * global (e2m1 x e4m3 exact, one rounding). Writes
+ * nothing for a non-positive shape or cols not a multiple of 16. */
 void dsv4_nvfp4_dequantize(const uint8_t *q, const uint8_t *scales, float global, int64_t rows,
                            int64_t cols, float *out);
 
