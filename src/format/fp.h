@@ -17,15 +17,22 @@ float dsv4_e4m3_decode(uint8_t code);
 /* RNE with saturation to +-448 (satfinite, what cvt.rn.satfinite does): finite values
  * beyond the range and +-Inf give +-448; NaN gives 0x7f. */
 uint8_t dsv4_e4m3_encode(float x);
+/* Same rule for a double, rounded once (no intermediate float): for exact quotients
+ * such as scale * g_small / g in the gate/up unification. */
+uint8_t dsv4_e4m3_encode_f64(double x);
 
-/* ue8m0: unsigned power of two 2^(code-127); code 0xff is NaN. */
+/* ue8m0: unsigned power of two 2^(code-127); code 0xff is NaN; code 0 is 2^-127 (a float
+ * subnormal). */
 float dsv4_ue8m0_decode(uint8_t code);
 /* Nearest power of two in log2 sense is *not* what scale formats want; this rounds the
  * exponent up (ceil(log2(x))) so that x <= decode(encode(x)), the rule for block scales.
- * x <= 2^-127 gives 0x00; x > 2^127 gives 0xfe; NaN/negative gives 0xff. */
+ * x <= 2^-127 (+-0 included) gives 0x00; x > 2^127 (+Inf included) gives 0xfe;
+ * NaN/negative (-Inf included) gives 0xff. */
 uint8_t dsv4_ue8m0_encode_ceil(float x);
 
-/* bf16: upper 16 bits of a float. Encode rounds to nearest even; NaN stays a quiet NaN. */
+/* bf16: upper 16 bits of a float. Encode rounds to nearest even (finite values past the
+ * largest bf16 become Inf, as in IEEE); NaN becomes the quiet NaN 0x7fc0 with the input's
+ * sign (ml_dtypes and PyTorch do the same). */
 float dsv4_bf16_decode(uint16_t bits);
 uint16_t dsv4_bf16_encode(float x);
 /* Round a float through bf16 and back. */
