@@ -6,6 +6,7 @@
 #include "format/safetensors.h"
 #include "model/model.h"
 #include "model/names.h"
+#include "fixtures.h"
 #include "test.h"
 
 TEST(canonical_names_cover_every_scheme) {
@@ -60,26 +61,11 @@ TEST(canonical_names_cover_every_scheme) {
     CHECK(dsv4_canonical_name("model.layers.3.self_attn.q_a_proj.weight", out, 10) == -1);
 }
 
-static const char *tiny_dir(dsv4_tiny_scheme scheme, uint64_t seed) {
-    static char dirs[4][4][600];
-    static int made[4][4];
-    int s = (int)scheme, k = (int)(seed % 4);
-    if (!made[s][k]) {
-        snprintf(dirs[s][k], sizeof dirs[s][k], "%s", test_tmpdir());
-        if (dsv4_make_tiny(dirs[s][k], scheme, seed) != DSV4_OK) {
-            fprintf(stderr, "make-tiny failed: %s\n", dsv4_last_error());
-            return NULL;
-        }
-        made[s][k] = 1;
-    }
-    return dirs[s][k];
-}
-
 TEST(make_tiny_every_scheme_opens_cleanly) {
     const dsv4_tiny_scheme schemes[] = {DSV4_TINY_NATIVE_NVFP4, DSV4_TINY_NATIVE_MXFP4, DSV4_TINY_HF,
                                         DSV4_TINY_HF_STACKED};
     for (int s = 0; s < 4; s++) {
-        const char *dir = tiny_dir(schemes[s], 1);
+        const char *dir = fixture_tiny_dir(schemes[s], 1);
         CHECK_MSG(dir, "make-tiny scheme %d: %s", s, dsv4_last_error());
         dsv4_model *m;
         CHECK_OK(dsv4_model_open(dir, &m));
@@ -107,7 +93,7 @@ TEST(make_tiny_every_scheme_opens_cleanly) {
 }
 
 TEST(make_tiny_is_deterministic) {
-    const char *a = tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), *c = tiny_dir(DSV4_TINY_NATIVE_NVFP4, 2);
+    const char *a = fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), *c = fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 2);
     const char *b = test_tmpdir();
     CHECK(a && c);
     CHECK_OK(dsv4_make_tiny(b, DSV4_TINY_NATIVE_NVFP4, 1));
@@ -134,9 +120,9 @@ static int weights_equal(const dsv4_weight *x, const dsv4_weight *y, char *why, 
 
 TEST(tiny_schemes_hold_identical_values) {
     dsv4_model *nv, *hf, *st;
-    CHECK_OK(dsv4_model_open(tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), &nv));
-    CHECK_OK(dsv4_model_open(tiny_dir(DSV4_TINY_HF, 1), &hf));
-    CHECK_OK(dsv4_model_open(tiny_dir(DSV4_TINY_HF_STACKED, 1), &st));
+    CHECK_OK(dsv4_model_open(fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), &nv));
+    CHECK_OK(dsv4_model_open(fixture_tiny_dir(DSV4_TINY_HF, 1), &hf));
+    CHECK_OK(dsv4_model_open(fixture_tiny_dir(DSV4_TINY_HF_STACKED, 1), &st));
     char why[256] = "";
     int ok = 1;
     for (int l = 0; l < 4 && ok; l++) {
@@ -211,7 +197,7 @@ static dsv4_status write_mutated(const char *src, const char *dst, const mutatio
 #define CHECK_MUTATION(mu, want_status, needle)                                                      \
     do {                                                                                            \
         const char *dst_ = test_tmpdir();                                                           \
-        CHECK_OK(write_mutated(tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), dst_, &(mu)));                  \
+        CHECK_OK(write_mutated(fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), dst_, &(mu)));                  \
         dsv4_model *m_ = NULL;                                                                      \
         CHECK_STATUS(dsv4_model_open(dst_, &m_), want_status);                                      \
         CHECK(m_ == NULL);                                                                          \
@@ -263,7 +249,7 @@ TEST(inspect_lists_every_problem) {
                    .bytes = (const uint8_t[]){0xff},
                    .n_bytes = 1};
     const char *dst = test_tmpdir();
-    CHECK_OK(write_mutated(tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), dst, &mu));
+    CHECK_OK(write_mutated(fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), dst, &mu));
     char path[700];
     snprintf(path, sizeof path, "%s/inspect.txt", dst);
     FILE *f = fopen(path, "w");

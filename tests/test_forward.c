@@ -1,0 +1,196 @@
+/* The CPU forward pass: chunked prefill and decode agree with one-shot prefill, schemes
+ * holding the same values give the same logits, batches equal single runs, bad input fails
+ * cleanly. (Agreement with HF transformers: tests/test_golden.c and tests/oracle/.) */
+#include <math.h>
+
+#include "fixtures.h"
+#include "model/model.h"
+#include "test.h"
+
+#define N_IDS 40
+
+static void make_ids(int32_t *ids, int n, uint64_t seed, int vocab) {
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)(test_rand_u64(&seed) % (uint64_t)vocab);
+}
+
+/* logits [n, V] for `ids` run as chunks of the given sizes (summing to n), numerics mode. */
+static dsv4_status run_chunks(const char *dir, dsv4_numerics mode, const int32_t *ids, const int *chunks,
+                              int n_chunks, float *logits, int *vocab) {
+    dsv4_model *m;
+    DSV4_TRY(dsv4_model_open(dir, &m));
+    dsv4_session_options o;
+    dsv4_session_options_default(&o);
+    o.numerics = mode;
+    o.max_seq_len = 256;
+    dsv4_session *s;
+    dsv4_status st = dsv4_session_create(m, &o, &s);
+    int V = dsv4_model_vocab_size(m), done = 0;
+    for (int c = 0; st == DSV4_OK && c < n_chunks; c++) {
+        st = dsv4_session_forward(s, 0, ids + done, chunks[c], logits + (size_t)done * V);
+        done += chunks[c];
+    }
+    if (vocab) *vocab = V;
+    dsv4_session_free(s);
+    dsv4_model_close(m);
+    return st;
+}
+
+static double cosine(const float *a, const float *b, size_t n) {
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < n; i++) ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
+    return ab / sqrt(aa * bb);
+}
+
+TEST(forward_chunked_prefill_and_decode_equal_one_shot) {
+    const char *dir = fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1);
+    CHECK(dir);
+    int32_t ids[N_IDS];
+    make_ids(ids, N_IDS, 17, 512);
+    static float one[N_IDS * 512], chunked[N_IDS * 512], decoded[N_IDS * 512];
+    int V = 0;
+    const int whole[] = {N_IDS}, three[] = {7, 13, N_IDS - 20};
+    int singles[N_IDS];
+    for (int i = 0; i < N_IDS; i++) singles[i] = 1;
+    const int prefill_then_decode[] = {17, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    CHECK_OK(run_chunks(dir, DSV4_W4A16, ids, whole, 1, one, &V));
+    CHECK(V == 512);
+    CHECK_OK(run_chunks(dir, DSV4_W4A16, ids, three, 3, chunked, NULL));
+    /* each output is computed by the same ops in the same order whatever T is: bitwise equal */
+    for (int i = 0; i < N_IDS * V; i++)
+        CHECK_MSG(one[i] == chunked[i], "3 chunks: logit %d (position %d) %g vs %g", i, i / V, chunked[i], one[i]);
+    CHECK_OK(run_chunks(dir, DSV4_W4A16, ids, prefill_then_decode, 24, decoded, NULL));
+    for (int i = 0; i < N_IDS * V; i++)
+        CHECK_MSG(one[i] == decoded[i], "prefill+decode: logit %d (position %d) %g vs %g", i, i / V, decoded[i], one[i]);
+    CHECK_OK(run_chunks(dir, DSV4_W4A16, ids, singles, N_IDS, decoded, NULL));
+    CHECK(!memcmp(one, decoded, sizeof one));
+    /* the logits are not degenerate: positions differ and values spread */
+    double spread = 0;
+    for (int i = 0; i < V; i++) spread += fabs(one[i] - one[(N_IDS - 1) * V + i]);
+    CHECK_MSG(spread / V > 1e-3, "first and last positions give nearly identical logits (%g)", spread / V);
+}
+
+TEST(forward_schemes_with_equal_values_give_equal_logits) {
+    int32_t ids[24];
+    make_ids(ids, 24, 5, 512);
+    static float nv[24 * 512], hf[24 * 512], st[24 * 512];
+    const int whole[] = {24};
+    CHECK_OK(run_chunks(fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), DSV4_W4A16, ids, whole, 1, nv, NULL));
+    CHECK_OK(run_chunks(fixture_tiny_dir(DSV4_TINY_HF, 1), DSV4_W4A16, ids, whole, 1, hf, NULL));
+    CHECK_OK(run_chunks(fixture_tiny_dir(DSV4_TINY_HF_STACKED, 1), DSV4_W4A16, ids, whole, 1, st, NULL));
+    CHECK_MSG(!memcmp(nv, hf, sizeof nv), "native-nvfp4 and hf logits differ (cos %.9f)", cosine(nv, hf, 24 * 512));
+    CHECK_MSG(!memcmp(nv, st, sizeof nv), "native-nvfp4 and hf-stacked logits differ");
+}
+
+TEST(forward_w4a4_stays_close_to_w4a16) {
+    int32_t ids[24];
+    make_ids(ids, 24, 6, 512);
+    static float a16[24 * 512], a4[24 * 512];
+    const int whole[] = {24};
+    const char *dir = fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1);
+    CHECK_OK(run_chunks(dir, DSV4_W4A16, ids, whole, 1, a16, NULL));
+    CHECK_OK(run_chunks(dir, DSV4_W4A4, ids, whole, 1, a4, NULL));
+    double c = cosine(a16, a4, 24 * 512);
+    printf("     W4A4 vs W4A16 logits cosine on the tiny model: %.6f\n", c);
+    CHECK_MSG(memcmp(a16, a4, sizeof a16) != 0, "W4A4 changed nothing");
+    CHECK_MSG(c > 0.95, "W4A4 cosine %g", c);
+}
+
+TEST(forward_batch_decode_equals_single_sequences) {
+    const char *dir = fixture_tiny_dir(DSV4_TINY_NATIVE_MXFP4, 1);
+    dsv4_model *m;
+    CHECK_OK(dsv4_model_open(dir, &m));
+    dsv4_session_options o;
+    dsv4_session_options_default(&o);
+    o.max_batch = 3;
+    o.max_seq_len = 64;
+    dsv4_session *s;
+    CHECK_OK(dsv4_session_create(m, &o, &s));
+    int32_t a[12], b[5];
+    make_ids(a, 12, 1, 512);
+    make_ids(b, 5, 2, 512);
+    static float la[13 * 512], lb[6 * 512], step[2 * 512];
+    /* alone: sequence 0 gets a + one token, sequence 1 gets b + one token */
+    int32_t next[2] = {3, 4};
+    CHECK_OK(dsv4_session_forward(s, 0, a, 12, la));
+    CHECK_OK(dsv4_session_forward(s, 0, &next[0], 1, la + 12 * 512));
+    CHECK_OK(dsv4_session_forward(s, 1, b, 5, lb));
+    CHECK_OK(dsv4_session_forward(s, 1, &next[1], 1, lb + 5 * 512));
+    /* together: reset, prefill both, then one batched decode step */
+    CHECK_OK(dsv4_session_reset(s, 0));
+    CHECK_OK(dsv4_session_reset(s, 1));
+    CHECK(dsv4_session_length(s, 0) == 0);
+    CHECK_OK(dsv4_session_forward(s, 1, b, 5, NULL));
+    CHECK_OK(dsv4_session_forward(s, 0, a, 12, NULL));
+    int seqs[2] = {1, 0};
+    int32_t toks[2] = {next[1], next[0]};
+    CHECK_OK(dsv4_session_decode(s, 2, seqs, toks, step));
+    CHECK(dsv4_session_length(s, 0) == 13 && dsv4_session_length(s, 1) == 6);
+    int ok = !memcmp(step, lb + 5 * 512, 512 * 4) && !memcmp(step + 512, la + 12 * 512, 512 * 4);
+    /* bad batches */
+    int dup[2] = {0, 0};
+    CHECK_STATUS(dsv4_session_decode(s, 2, dup, toks, step), DSV4_ERR_INVALID_ARGUMENT);
+    int out_of_range[1] = {3};
+    CHECK_STATUS(dsv4_session_decode(s, 1, out_of_range, toks, step), DSV4_ERR_INVALID_ARGUMENT);
+    dsv4_session_free(s);
+    dsv4_model_close(m);
+    CHECK_MSG(ok, "batched decode differs from the single-sequence runs");
+}
+
+TEST(forward_rejects_bad_input_and_keeps_the_sequence) {
+    dsv4_model *m;
+    CHECK_OK(dsv4_model_open(fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), &m));
+    dsv4_session_options o;
+    dsv4_session_options_default(&o);
+    o.max_seq_len = 8;
+    dsv4_session *s;
+    CHECK_OK(dsv4_session_create(m, &o, &s));
+    int32_t ids[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    CHECK_OK(dsv4_session_forward(s, 0, ids, 3, NULL));
+    int32_t bad[2] = {5, 512};
+    CHECK_STATUS(dsv4_session_forward(s, 0, bad, 2, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dsv4_last_error(), "512") && strstr(dsv4_last_error(), "vocabulary"));
+    bad[1] = -1;
+    CHECK_STATUS(dsv4_session_forward(s, 0, bad, 2, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK(dsv4_session_length(s, 0) == 3);
+    CHECK_STATUS(dsv4_session_forward(s, 0, ids, 6, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dsv4_last_error(), "max_seq_len"));
+    CHECK_OK(dsv4_session_forward(s, 0, ids, 5, NULL));
+    CHECK(dsv4_session_length(s, 0) == 8);
+    CHECK_STATUS(dsv4_session_forward(s, 1, ids, 1, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    dsv4_session_options bado = o;
+    bado.max_batch = 0;
+    dsv4_session *s2 = NULL;
+    CHECK_STATUS(dsv4_session_create(m, &bado, &s2), DSV4_ERR_INVALID_ARGUMENT);
+    dsv4_session_free(s);
+    dsv4_model_close(m);
+}
+
+/* A NaN that enters an activation is reported with the layer and op, never passed on. */
+TEST(forward_reports_nan_with_layer_and_op) {
+    dsv4_model *m;
+    CHECK_OK(dsv4_model_open(fixture_tiny_dir(DSV4_TINY_HF, 1), &m));
+    /* poison layer 2's attention sinks in a private copy of the parameters: the session copies
+     * parameters at creation, so corrupt the source view's bytes through a copy of the model */
+    dsv4_layer_weights *L = &m->w.layers[2];
+    size_t nb = L->attn_sink->nbytes;
+    float *copy = malloc(nb);
+    memcpy(copy, L->attn_sink->data, nb);
+    copy[0] = NAN;
+    dsv4_tensor_view poisoned = *L->attn_sink;
+    poisoned.data = copy;
+    const dsv4_tensor_view *orig = L->attn_sink;
+    L->attn_sink = &poisoned;
+    dsv4_session *s;
+    dsv4_status st = dsv4_session_create(m, NULL, &s);
+    L->attn_sink = orig;
+    free(copy);
+    CHECK_OK(st);
+    int32_t ids[6] = {1, 2, 3, 4, 5, 6};
+    st = dsv4_session_forward(s, 0, ids, 6, NULL);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", dsv4_last_error());
+    dsv4_session_free(s);
+    dsv4_model_close(m);
+    CHECK_STATUS(st, DSV4_ERR_NONFINITE);
+    CHECK_MSG(strstr(msg, "layer 2") && strstr(msg, "attention"), "message: %s", msg);
+}
