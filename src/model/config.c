@@ -153,14 +153,15 @@ static int name_index(const char *s, const char *const *names, int n) {
 typedef struct {
     int set;
     double v;
-    const char *key;
+    char key[80]; /* copied: callers build indexed keys in reused buffers */
 } source;
 
 static dsv4_status agree(const char *label, source *s, const char *key, double v) {
     if (s->set && s->v != v)
         return cfg_err(DSV4_ERR_CONFIG, label, key, "%.17g disagrees with %s = %.17g", v, s->key,
                        s->v);
-    s->set = 1, s->v = v, s->key = key;
+    s->set = 1, s->v = v;
+    snprintf(s->key, sizeof s->key, "%s", key);
     return DSV4_OK;
 }
 
@@ -204,6 +205,7 @@ static dsv4_status parse_rope_block(const char *label, const char *name, const c
         return cfg_err(DSV4_ERR_CONFIG, label, k, "'%s' disagrees with %s.type '%s'", rope_type,
                        name, type);
     if (!type) type = rope_type;
+    else snprintf(k, sizeof k, "%s.type", name);
     if (!type || strcmp(type, "default") == 0) return DSV4_OK;
     if (strcmp(type, "yarn") != 0)
         return cfg_err(DSV4_ERR_UNSUPPORTED, label, k, "rope type '%s' is not supported (yarn or default)",
@@ -526,6 +528,8 @@ static dsv4_status parse_modelopt(const char *label, const char *pfx, const cJSO
     int64_t gs = 16;
     snprintf(k, sizeof k, "%sgroup_size", pfx);
     DSV4_TRY(opt_i64(label, obj, "group_size", k, 1, 1 << 16, &gs, NULL));
+    if (gs != 16) /* NVFP4 is defined with one e4m3 scale per 16 elements */
+        return cfg_err(DSV4_ERR_CONFIG, label, k, "NVFP4 needs 16, got %lld", (long long)gs);
     q->group_size = (int)gs;
     snprintf(k, sizeof k, "%smoe_quant_algo", pfx);
     DSV4_TRY(opt_str(label, obj, "moe_quant_algo", k, &moe));
