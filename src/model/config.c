@@ -676,7 +676,8 @@ static dsv4_status parse_object(const char *json, size_t len, const char *label,
     *out = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (!root) {
-        size_t at = cJSON_GetErrorPtr() && cJSON_GetErrorPtr() >= json ? (size_t)(cJSON_GetErrorPtr() - json) : 0;
+        /* On failure cJSON points `end` at the error (its global error pointer is not thread-safe). */
+        size_t at = end && end >= json ? (size_t)(end - json) : 0;
         return dsv4_fail(DSV4_ERR_JSON, "%s: invalid JSON near byte %zu", label, at);
     }
     if (end) {
