@@ -1,8 +1,39 @@
 /* config.json (+ hf_quant_config.json) -> dsv4_config. Keys and meanings:
  * ../shared/spec/dsv4-reference.md §1. Both the HF forms (layer_types, mlp_layer_types,
- * rope_parameters, compress_rates) and the legacy ones shipped in real checkpoints
- * (compress_ratios, num_hash_layers, rope_scaling) are accepted. Unknown keys are ignored;
- * a missing required key or an inconsistent value is DSV4_ERR_CONFIG naming the key. */
+ * rope_parameters {main, compress} or flat, compress_rates, partial_rotary_factor) and the
+ * legacy ones shipped in real checkpoints (compress_ratios, num_hash_layers, rope_scaling,
+ * qk_rope_head_dim, compress_rate_csa/_hca) are accepted; where both forms of one value are
+ * present they must agree (else DSV4_ERR_CONFIG naming both keys). Unknown keys are ignored;
+ * JSON null counts as absent.
+ *
+ * Required (they fix tensor shapes): vocab_size, hidden_size, num_hidden_layers,
+ * num_attention_heads, head_dim, q_lora_rank, o_groups, o_lora_rank, n_routed_experts (alias
+ * num_local_experts), num_experts_per_tok, moe_intermediate_size (alias intermediate_size),
+ * and the attention schedule (layer_types or compress_ratios). Everything else defaults to the
+ * V4-Flash value (HF's class defaults), except: no rope_scaling / compress rope block means
+ * no YaRN (as in HF; the yarn_* fields then hold Flash's numbers, unused), and
+ * num_hash_layers defaults to min(3, num_hidden_layers).
+ *
+ * compress_ratios: 0 = sliding, the CSA rate (4) = CSA, any larger value = HCA at that rate
+ * (all HCA entries must share one rate); entries past num_hidden_layers (the MTP block) are
+ * checked but not interpreted; fewer entries than layers is an error. layer_types and
+ * mlp_layer_types are truncated the same way. hash_moe layers must be a leading run.
+ * Validation also requires compress_rate_hca > compress_rate_csa (the legacy list tells the
+ * two apart only by rate), num_key_value_heads == 1 and sizes <= 2^24.
+ *
+ * Status codes: invalid JSON or a non-object top level -> DSV4_ERR_JSON; a missing required
+ * key, wrong type, out-of-range or inconsistent value -> DSV4_ERR_CONFIG; a well-formed value
+ * naming a feature this engine does not implement (rope type other than default/yarn, a
+ * YaRN attention_factor other than 1, quant_method other than fp8/modelopt, quant_algo other
+ * than NVFP4/MIXED_PRECISION, FP8 fmt other than e4m3) -> DSV4_ERR_UNSUPPORTED.
+ * Messages read "<label>: <key>: <what is wrong>".
+ *
+ * Quantization: config.json quantization_config in DeepSeek's form {quant_method: fp8, fmt,
+ * scale_fmt, weight_block_size} -> FP8_BLOCK; in ModelOpt's form {quant_method: modelopt,
+ * quant_algo: NVFP4 | MIXED_PRECISION, moe_quant_algo, group_size, ignore | exclude_modules}
+ * -> NVFP4 / MIXED. MIXED keeps FP8 block-128 with ue8m0 scales for non-expert weights unless
+ * weight_block_size / scale_fmt say otherwise. hf_quant_config.json {quantization: {quant_algo,
+ * group_size, exclude_modules, moe_quant_algo?, quantized_layers?}} replaces that. */
 #ifndef DSV4_MODEL_CONFIG_H
 #define DSV4_MODEL_CONFIG_H
 
@@ -68,21 +99,28 @@ typedef struct dsv4_config {
 
 /* Parses config JSON text. `label` (a path) prefixes messages. On failure *out is left freed. */
 dsv4_status dsv4_config_parse(const char *json, size_t len, const char *label, dsv4_config *out);
-/* Parses a ModelOpt hf_quant_config.json into cfg->quant (replacing what config.json said). */
+/* Parses a ModelOpt hf_quant_config.json into cfg->quant (replacing what config.json said,
+ * except expert_dtype). On failure cfg is unchanged. */
 dsv4_status dsv4_config_parse_hf_quant(const char *json, size_t len, const char *label,
                                        dsv4_config *cfg);
-/* dir/config.json and, if present, dir/hf_quant_config.json. */
+/* dir/config.json and, if present, dir/hf_quant_config.json. A missing config.json is
+ * DSV4_ERR_MISSING, an unreadable file DSV4_ERR_IO, both naming the path. */
 dsv4_status dsv4_config_load(const char *dir, dsv4_config *out);
 void dsv4_config_free(dsv4_config *cfg); /* frees quant.exclude; safe on a zeroed struct */
 /* Checks ranges and cross-key consistency (H % o_groups, rope <= head_dim, ...). Called by parse. */
 dsv4_status dsv4_config_validate(const dsv4_config *cfg, const char *label);
+/* The quantization part of dsv4_config_validate (group_size 16 for NVFP4, FP8 block > 0, ...). */
+dsv4_status dsv4_config_validate_quant(const dsv4_quant_config *q, const char *label);
 /* Writes the config as a real checkpoint's config.json: legacy compress_ratios (with the
  * trailing MTP entry), num_hash_layers, rope_scaling, and quantization_config when
  * cfg->quant says so. Returns a malloc'ed string (NULL on OOM). */
 char *dsv4_config_to_json(const dsv4_config *cfg);
-/* 1 if `module` (e.g. "layers.0.attn.wq_a") matches one of quant.exclude (fnmatch). */
+/* 1 if `module` (e.g. "layers.0.attn.wq_a", no ".weight") matches one of quant.exclude
+ * (fnmatch, no flags). A module is also tried with a "model." prefix added (or removed), since
+ * exclude lists are written against HF names as often as native ones. */
 int dsv4_config_excluded(const dsv4_config *cfg, const char *module);
-/* The rate of layer l: 0 sliding, compress_rate_csa or compress_rate_hca. */
+/* The rate of layer l: 0 sliding, compress_rate_csa or compress_rate_hca. Layers outside
+ * [0, num_hidden_layers) (e.g. the MTP block) give 0. */
 int dsv4_config_compress_rate(const dsv4_config *cfg, int layer);
 
 #endif
