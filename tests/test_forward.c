@@ -3,6 +3,7 @@
  * cleanly. (Agreement with HF transformers: tests/test_golden.c and tests/oracle/.) */
 #include <math.h>
 
+#include "base/status.h"
 #include "fixtures.h"
 #include "model/model.h"
 #include "test.h"

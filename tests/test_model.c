@@ -184,7 +184,8 @@ static dsv4_status write_mutated(const char *src, const char *dst, const mutatio
     strcpy(out, cfg);
     if (mu->config_from) {
         char *p = strstr(cfg, mu->config_from);
-        if (p) sprintf(out + (p - cfg), "%s%s", mu->config_to, p + strlen(mu->config_from));
+        if (!p) { free(cfg); free(out); return dsv4_fail(DSV4_ERR_INTERNAL, "config.json lacks '%s'", mu->config_from); }
+        sprintf(out + (p - cfg), "%s%s", mu->config_to, p + strlen(mu->config_from));
     }
     snprintf(path, sizeof path, "%s/config.json", dst);
     test_write_file(path, out, strlen(out));
@@ -213,7 +214,7 @@ TEST(model_open_rejects_missing_tensor) {
 }
 
 TEST(model_open_rejects_shapes_that_disagree_with_config) {
-    mutation mu = {.config_from = "\"q_lora_rank\": 64", .config_to = "\"q_lora_rank\": 32"};
+    mutation mu = {.config_from = "\"q_lora_rank\":\t64", .config_to = "\"q_lora_rank\":\t32"};
     CHECK_MUTATION(mu, DSV4_ERR_SHAPE, "layers.0.attn.wq_a");
 }
 

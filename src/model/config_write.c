@@ -120,6 +120,17 @@ char *dsv4_config_to_json(const dsv4_config *c) {
     /* The list alone implies the rates only when they are the released ones. */
     if (c->compress_rate_csa != 4) put_int(o, "compress_rate_csa", c->compress_rate_csa, &ok);
     if (c->compress_rate_hca != 128) put_int(o, "compress_rate_hca", c->compress_rate_hca, &ok);
+    /* HF reads compress_ratios through a fixed {0, 4, 128} table: other rates need the
+     * explicit per-layer types, which HF prefers when both are present. */
+    if (c->compress_rate_csa != 4 || c->compress_rate_hca != 128) {
+        static const char *const type_names[] = {[DSV4_ATTN_SLIDING] = "sliding_attention",
+                                                 [DSV4_ATTN_CSA] = "compressed_sparse_attention",
+                                                 [DSV4_ATTN_HCA] = "heavily_compressed_attention"};
+        a = cJSON_CreateArray();
+        for (int l = 0; a && l < c->num_hidden_layers; l++)
+            push(a, cJSON_CreateString(type_names[c->layer_types[l]]), &ok);
+        put(o, "layer_types", a, &ok);
+    }
     put_num(o, "compress_rope_theta", c->compress_rope_theta, &ok);
     put_num(o, "rope_theta", c->rope_theta, &ok);
     if (c->yarn) {

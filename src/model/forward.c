@@ -307,12 +307,15 @@ static dsv4_status attention(dsv4_session *s, int layer, layer_state *ls, int T,
     float *kv = scratch_f32(&a, (size_t)(n_ring + T) * Dh, &st);
     int *kv_pos = (int *)scratch_f32(&a, (size_t)(n_ring + T), &st);
     if (st == DSV4_OK) {
+        /* oldest first: the softmax then sums candidates in position order, as a one-shot
+         * prefill does, so chunked and one-shot runs agree bit for bit */
         int j = 0;
-        for (int i = 0; i < W; i++)
-            if (ls->ring_pos[i] >= 0) {
-                memcpy(kv + (size_t)j * Dh, ls->ring_kv + (size_t)i * Dh, sizeof(float) * Dh);
-                kv_pos[j++] = ls->ring_pos[i];
-            }
+        for (int k = 0; k < W; k++) {
+            int i = (pos[0] + k) % W; /* slot of position pos[0]-W+k, the oldest first */
+            if (ls->ring_pos[i] < 0) continue;
+            memcpy(kv + (size_t)j * Dh, ls->ring_kv + (size_t)i * Dh, sizeof(float) * Dh);
+            kv_pos[j++] = ls->ring_pos[i];
+        }
         for (int t = 0; t < T; t++) kv_pos[n_ring + t] = pos[t];
     }
     float *kv_new = kv ? kv + (size_t)n_ring * Dh : NULL;

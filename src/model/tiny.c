@@ -153,8 +153,8 @@ static void add_float(tiny *t, const char *name, dsv4_dtype dt, int ndim, const 
 
 /* Norm weights: bf16 in DeepSeek's checkpoints, fp32 in HF saves. */
 static void add_norm(tiny *t, const char *name, int64_t n) {
-    float *x = randn(t, (size_t)n, 1.0f, 0.1f);
-    if (x && !hf_scheme(t)) for (int64_t i = 0; i < n; i++) x[i] = dsv4_bf16_round(x[i]);
+    float *x = randn(t, (size_t)n, 1.0f, 0.1f); /* bf16 values in every scheme, so all hold the same */
+    if (x) for (int64_t i = 0; i < n; i++) x[i] = dsv4_bf16_round(x[i]);
     add_float(t, name, hf_scheme(t) ? DSV4_DT_F32 : DSV4_DT_BF16, 1, (int64_t[]){n}, x);
 }
 
@@ -268,11 +268,13 @@ static void add_stacked_experts(tiny *t, const char *pfx) {
     /* same draw order as the per-expert schemes (w1, w2, w3), so equal seeds give equal weights */
     for (int64_t e = 0; e < E && t->st == DSV4_OK; e++) {
         float *w1 = gu + (size_t)(e * 2 * I * D), *w3 = w1 + (size_t)(I * D), *w2 = down + (size_t)(e * D * I);
-        for (int64_t i = 0; i < I * D; i++) w1[i] = next_normal(t) / sqrtf((float)D);
+        /* the same arithmetic as randn() in add_linear */
+        const float sd = 1.0f / sqrtf((float)D), si = 1.0f / sqrtf((float)I);
+        for (int64_t i = 0; i < I * D; i++) w1[i] = 0.0f + sd * next_normal(t);
         nvfp4_exact(t, w1, I, D, pfx);
-        for (int64_t i = 0; i < D * I; i++) w2[i] = next_normal(t) / sqrtf((float)I);
+        for (int64_t i = 0; i < D * I; i++) w2[i] = 0.0f + si * next_normal(t);
         nvfp4_exact(t, w2, D, I, pfx);
-        for (int64_t i = 0; i < I * D; i++) w3[i] = next_normal(t) / sqrtf((float)D);
+        for (int64_t i = 0; i < I * D; i++) w3[i] = 0.0f + sd * next_normal(t);
         nvfp4_exact(t, w3, I, D, pfx);
     }
     char n[300];
