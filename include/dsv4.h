@@ -80,6 +80,9 @@ typedef enum dsv4_tiny_scheme {
 /* Writes a deterministic tiny random DeepSeek-V4 checkpoint into `dir`
  * (created if needed). Weights are exactly representable in their format. */
 dsv4_status dsv4_make_tiny(const char *dir, dsv4_tiny_scheme scheme, uint64_t seed);
+/* The same with the model's shape taken from a config.json at `config_path` (NULL: the
+ * built-in tiny shape); its quantization settings are replaced by the scheme's. */
+dsv4_status dsv4_make_tiny_config(const char *dir, dsv4_tiny_scheme scheme, uint64_t seed, const char *config_path);
 
 int dsv4_model_vocab_size(const dsv4_model *m);
 int dsv4_model_eos_token(const dsv4_model *m);

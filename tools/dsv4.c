@@ -12,7 +12,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "dsv4 %s — DeepSeek-V4 inference with NVFP4 weights\n"
             "usage:\n"
-            "  dsv4 make-tiny DIR [--scheme native-nvfp4|native-mxfp4|hf|hf-stacked] [--seed N]\n"
+            "  dsv4 make-tiny DIR [--scheme native-nvfp4|native-mxfp4|hf|hf-stacked] [--seed N] [--config FILE]\n"
             "  dsv4 inspect DIR\n"
             "  dsv4 generate --model DIR --ids 1,2,3 [-n 32] [--temperature T] [--top-p P] [--seed N]\n"
             "                [--numerics w4a16|w4a4] [--chunk N]\n"
@@ -27,7 +27,7 @@ static int fail(dsv4_status st) {
 }
 
 static int cmd_make_tiny(int argc, char **argv) {
-    const char *dir = NULL;
+    const char *dir = NULL, *config = NULL;
     dsv4_tiny_scheme scheme = DSV4_TINY_NATIVE_NVFP4;
     unsigned long long seed = 1;
     for (int i = 0; i < argc; i++) {
@@ -38,6 +38,8 @@ static int cmd_make_tiny(int argc, char **argv) {
             else if (!strcmp(s, "hf")) scheme = DSV4_TINY_HF;
             else if (!strcmp(s, "hf-stacked")) scheme = DSV4_TINY_HF_STACKED;
             else { fprintf(stderr, "dsv4 make-tiny: unknown scheme '%s'\n", s); return 2; }
+        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            config = argv[++i];
         } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
             char *end;
             seed = strtoull(argv[++i], &end, 0);
@@ -50,7 +52,7 @@ static int cmd_make_tiny(int argc, char **argv) {
         }
     }
     if (!dir) { usage(stderr); return 2; }
-    dsv4_status st = dsv4_make_tiny(dir, scheme, seed);
+    dsv4_status st = dsv4_make_tiny_config(dir, scheme, seed, config);
     if (st != DSV4_OK) return fail(st);
     printf("wrote tiny DeepSeek-V4 checkpoint to %s\n", dir);
     return 0;

@@ -358,7 +358,7 @@ static void add_layer(tiny *t, const char *pfx, dsv4_attn_type at, dsv4_mlp_type
 }
 
 /* The tiny model's shape: every layer type, small enough for CI (see ../shared/README.md). */
-static void tiny_config(dsv4_config *c, dsv4_tiny_scheme scheme) {
+static void tiny_config(dsv4_config *c) {
     memset(c, 0, sizeof *c);
     c->vocab_size = 512;
     c->hidden_size = 256;
@@ -405,6 +405,12 @@ static void tiny_config(dsv4_config *c, dsv4_tiny_scheme scheme) {
         c->layer_types[l] = plan[l];
         c->mlp_layer_types[l] = l < c->num_hash_layers ? DSV4_MLP_HASH_MOE : DSV4_MLP_MOE;
     }
+}
+
+/* What the scheme's checkpoints say about their quantization. */
+static void tiny_quant(dsv4_config *c, dsv4_tiny_scheme scheme) {
+    dsv4_config_free(c); /* drops an exclude list a loaded config may carry */
+    memset(&c->quant, 0, sizeof c->quant);
     if (scheme == DSV4_TINY_NATIVE_NVFP4) {
         c->quant.method = DSV4_QUANT_MIXED;
         c->quant.group_size = 16;
@@ -428,16 +434,50 @@ static dsv4_status write_text(const char *path, const char *text) {
     return ok ? DSV4_OK : dsv4_fail(DSV4_ERR_IO, "%s: write failed", path);
 }
 
+/* The formats need: NVFP4 blocks of 16 and MXFP4 blocks of 32 along every expert input. */
+static dsv4_status check_tiny_shape(const dsv4_config *c, dsv4_tiny_scheme scheme, const char *path) {
+    int block = scheme == DSV4_TINY_NATIVE_MXFP4 ? 32 : 16;
+    if (c->hidden_size % block || c->moe_intermediate_size % block)
+        return dsv4_fail(DSV4_ERR_CONFIG, "%s: make-tiny needs hidden_size (%d) and moe_intermediate_size (%d) "
+                         "divisible by %d for this scheme's expert format", path, c->hidden_size,
+                         c->moe_intermediate_size, block);
+    return DSV4_OK;
+}
+
 dsv4_status dsv4_make_tiny(const char *dir, dsv4_tiny_scheme scheme, uint64_t seed) {
+    return dsv4_make_tiny_config(dir, scheme, seed, NULL);
+}
+
+dsv4_status dsv4_make_tiny_config(const char *dir, dsv4_tiny_scheme scheme, uint64_t seed, const char *config_path) {
     if (!dir || scheme < DSV4_TINY_NATIVE_NVFP4 || scheme > DSV4_TINY_HF_STACKED)
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "make-tiny: bad directory or scheme");
+    dsv4_config cfg;
+    if (config_path) {
+        size_t len = 0;
+        char *text = NULL;
+        FILE *f = fopen(config_path, "rb");
+        if (!f) return dsv4_fail(DSV4_ERR_IO, "%s: cannot open", config_path);
+        if (fseek(f, 0, SEEK_END) == 0) {
+            long n = ftell(f);
+            if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1)) != NULL)
+                len = fread(text, 1, (size_t)n, f);
+        }
+        fclose(f);
+        if (!text) return dsv4_fail(DSV4_ERR_IO, "%s: cannot read", config_path);
+        dsv4_status st = dsv4_config_parse(text, len, config_path, &cfg);
+        free(text);
+        DSV4_TRY(st);
+    } else {
+        tiny_config(&cfg);
+    }
+    tiny_quant(&cfg, scheme);
+    DSV4_TRY(check_tiny_shape(&cfg, scheme, config_path ? config_path : "built-in tiny config"));
     if (mkdir(dir, 0755) != 0) {
         struct stat sb;
         if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
             return dsv4_fail(DSV4_ERR_IO, "%s: cannot create directory", dir);
     }
-    tiny t = {.scheme = scheme, .rng = seed * 0x2545F4914F6CDD1Dull + 1, .st = DSV4_OK};
-    tiny_config(&t.cfg, scheme);
+    tiny t = {.scheme = scheme, .cfg = cfg, .rng = seed * 0x2545F4914F6CDD1Dull + 1, .st = DSV4_OK};
     t.w = dsv4_st_writer_new();
     if (!t.w) return dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "make-tiny: out of memory");
     const dsv4_config *c = &t.cfg;
@@ -459,7 +499,8 @@ dsv4_status dsv4_make_tiny(const char *dir, dsv4_tiny_scheme scheme, uint64_t se
         snprintf(pfx, sizeof pfx, "layers.%d", l);
         add_layer(&t, pfx, c->layer_types[l], c->mlp_layer_types[l], 0);
     }
-    if (!hf_scheme(&t)) add_layer(&t, "mtp.0", DSV4_ATTN_SLIDING, DSV4_MLP_MOE, 1); /* HF drops MTP */
+    if (!hf_scheme(&t) && c->num_nextn_predict_layers > 0) /* HF checkpoints drop MTP */
+        add_layer(&t, "mtp.0", DSV4_ATTN_SLIDING, DSV4_MLP_MOE, 1);
     if (t.st == DSV4_OK) {
         char meta[32];
         snprintf(meta, sizeof meta, "%llu", (unsigned long long)seed);
