@@ -10,7 +10,9 @@
 #include <cjson/cJSON.h>
 
 /* cJSON prints doubles with 15 significant digits whenever they compare "close enough",
- * which loses the last bits; print the shortest form that reads back exactly instead. */
+ * which loses the last bits; print the shortest form that reads back exactly instead, and
+ * always as a float ("10.0", not "10"): HF's strict config classes reject an int where a
+ * float field is declared. */
 static cJSON *exact_number(double v) {
     char buf[40];
     if (!isfinite(v)) return cJSON_CreateNull();
@@ -18,6 +20,7 @@ static cJSON *exact_number(double v) {
         snprintf(buf, sizeof buf, "%.*g", prec, v);
         if (strtod(buf, NULL) == v) break;
     }
+    if (!strpbrk(buf, ".eEn")) strncat(buf, ".0", sizeof buf - strlen(buf) - 1);
     return cJSON_CreateRaw(buf);
 }
 

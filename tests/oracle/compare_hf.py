@@ -52,6 +52,20 @@ def compare(ours, ref):
     return cos, rel
 
 
+def indexer_boundary_ties(scores, topk, rate):
+    """Positions where the k-th and (k+1)-th best visible indexer scores are equal: there
+    torch.topk's choice among equal scores is arbitrary, so no engine can be expected to
+    match it; configs are chosen so that this does not happen."""
+    ties = 0
+    for s in scores.values():
+        for t in range(s.shape[0]):
+            vis = (t + 1) // rate
+            if vis > topk:
+                row = np.sort(s[t, :vis])[::-1]
+                ties += int(row[topk - 1] == row[topk])
+    return ties
+
+
 def run_config(name, cfg_path, n_prompt, n_new, tmp):
     d_hf, d_nv = os.path.join(tmp, name + "-hf"), os.path.join(tmp, name + "-nvfp4")
     extra = ["--config", cfg_path] if cfg_path else []
@@ -66,10 +80,17 @@ def run_config(name, cfg_path, n_prompt, n_new, tmp):
 
     rng = np.random.default_rng(1234)
     ids = rng.integers(2, cfg.vocab_size, size=n_prompt).tolist()
+    scores = {}  # the indexer's scores per CSA layer, to find top-k boundary ties
+    hooks = [layer.self_attn.compressor.indexer.scorer.register_forward_hook(
+                 lambda mod, inp, out, i=i: scores.__setitem__(i, out[0].detach().numpy().copy()))
+             for i, layer in enumerate(model.model.layers) if cfg.layer_types[i] == "compressed_sparse_attention"]
     t0 = time.time()
     with torch.no_grad():
         ref = model(torch.tensor([ids])).logits[0].float().numpy()
     t_hf = time.time() - t0
+    for h in hooks:
+        h.remove()
+    ties = indexer_boundary_ties(scores, cfg.index_topk, cfg.compress_rates["compressed_sparse_attention"])
 
     t0 = time.time()
     ours = dsv4_logits(d_nv, ids, tmp)
@@ -95,7 +116,7 @@ def run_config(name, cfg_path, n_prompt, n_new, tmp):
         "config": name, "config_file": os.path.relpath(cfg_path, HERE) if cfg_path else "built-in tiny",
         "layer_types": list(cfg.layer_types), "mlp_layer_types": list(cfg.mlp_layer_types),
         "rope_parameters": cfg.rope_parameters, "hc_mult": cfg.hc_mult, "hidden_size": cfg.hidden_size,
-        "prompt_tokens": n_prompt, "generated_tokens": n_new,
+        "prompt_tokens": n_prompt, "generated_tokens": n_new, "indexer_boundary_ties": ties,
         "w4a16_cosine_min": float(cos.min()), "w4a16_max_rel_err": float(rel.max()),
         "w4a16_cosine_mean": float(cos.mean()),
         "positions_passing": int(((cos >= COS_MIN) & (rel <= REL_MAX)).sum()),
