@@ -28,7 +28,7 @@ SRC_C  := $(sort $(wildcard src/*/*.c))
 SRC_CU := $(sort $(wildcard src/cuda/*.cu))
 OBJ    := $(SRC_C:%.c=$(BUILD)/obj/%.o)
 ifneq ($(NVCC),)
-CPPFLAGS  += -DDSV4_HAVE_CUDA=1
+CPPFLAGS  += -DDSV4_HAVE_CUDA=1 -I$(CUDA_HOME)/include
 NVCCFLAGS ?= -std=c++17 $(OPT) -g -Xcompiler -fPIC -Iinclude -Isrc -DDSV4_HAVE_CUDA=1 \
              -gencode=arch=compute_$(SM),code=sm_$(SM) -lineinfo
 OBJ    += $(SRC_CU:%.cu=$(BUILD)/obj/%.o)
@@ -43,7 +43,10 @@ LIB_SO := $(BUILD)/libdsv4.so
 CLI    := $(BUILD)/dsv4
 RUNNER := $(BUILD)/test_runner
 
-.PHONY: all test asan fuzz deps clean tiny
+BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
+BENCH     := $(BENCH_SRC:bench/%.c=$(BUILD)/%)
+
+.PHONY: all test asan fuzz deps devdeps clean tiny bench
 all: $(LIB_A) $(LIB_SO) $(CLI) $(RUNNER)
 
 $(BUILD)/obj/%.o: %.c
@@ -70,6 +73,11 @@ $(RUNNER): $(TEST_OBJ) $(LIB_A)
 
 test: all
 	./$(RUNNER) $(T)
+
+# Benchmarks (GPU programs printing JSON); built with `make bench`, run on a GPU machine.
+$(BUILD)/bench_%: $(BUILD)/obj/bench/bench_%.o $(LIB_A)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+bench: $(BENCH)
 
 # The main job on the embedded tiny model (the README's first command).
 tiny: all
@@ -101,7 +109,12 @@ deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential libcjson-dev clang libclang-rt-14-dev python3 python3-pip
 
+# The GPU machine cannot reach package registries: fetch the Debian packages the build needs
+# here, carry .devdeps/ with the device call, and let tests/gpu/run_device.sh unpack them.
+devdeps:
+	mkdir -p .devdeps && cd .devdeps && apt-get download libcjson1 libcjson-dev
+
 clean:
 	rm -rf build build-* 
 
--include $(OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/obj/tools/dsv4.d
+-include $(OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/obj/tools/dsv4.d $(BENCH_SRC:%.c=$(BUILD)/obj/%.d)
