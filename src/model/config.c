@@ -27,16 +27,6 @@ static const char *const SCORE_NAMES[] = {"sqrtsoftplus", "sigmoid", "softmax"};
 
 /* ---- messages and typed getters ------------------------------------------------------ */
 
-DSV4_PRINTF(4, 5)
-static dsv4_status cfg_err(dsv4_status st, const char *label, const char *key, const char *fmt,
-                           ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return dsv4_fail(st, "%s: %s: %s", label, key, msg);
-}
 
 static const char *json_kind(const cJSON *it) {
     if (cJSON_IsBool(it)) return "a boolean";
@@ -55,9 +45,9 @@ static const cJSON *item(const cJSON *obj, const char *key) {
 
 static dsv4_status num_of(const char *label, const char *key, const cJSON *it, double *out) {
     if (!cJSON_IsNumber(it))
-        return cfg_err(DSV4_ERR_CONFIG, label, key, "expected a number, got %s", json_kind(it));
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, key, "expected a number, got %s", json_kind(it));
     if (!isfinite(it->valuedouble))
-        return cfg_err(DSV4_ERR_CONFIG, label, key, "must be finite");
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, key, "must be finite");
     *out = it->valuedouble;
     return DSV4_OK;
 }
@@ -67,9 +57,9 @@ static dsv4_status int_of(const char *label, const char *key, const cJSON *it, i
     double d;
     DSV4_TRY(num_of(label, key, it, &d));
     if (d != floor(d))
-        return cfg_err(DSV4_ERR_CONFIG, label, key, "expected an integer, got %.17g", d);
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, key, "expected an integer, got %.17g", d);
     if (d < (double)lo || d > (double)hi)
-        return cfg_err(DSV4_ERR_CONFIG, label, key, "must be in [%lld, %lld], got %.17g",
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, key, "must be in [%lld, %lld], got %.17g",
                        (long long)lo, (long long)hi, d);
     *out = (int64_t)d;
     return DSV4_OK;
@@ -95,7 +85,7 @@ static dsv4_status req_int(const char *label, const cJSON *obj, const char *key,
                            int *out) {
     int present;
     DSV4_TRY(opt_int(label, obj, key, lo, hi, out, &present));
-    if (!present) return cfg_err(DSV4_ERR_CONFIG, label, key, "required key is missing");
+    if (!present) return dsv4_config_fail(DSV4_ERR_CONFIG, label, key, "required key is missing");
     return DSV4_OK;
 }
 
@@ -115,7 +105,7 @@ static dsv4_status opt_bool(const char *label, const cJSON *obj, const char *key
     }
     int64_t v;
     if (!cJSON_IsNumber(it))
-        return cfg_err(DSV4_ERR_CONFIG, label, key, "expected a boolean, got %s", json_kind(it));
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, key, "expected a boolean, got %s", json_kind(it));
     DSV4_TRY(int_of(label, key, it, 0, 1, &v));
     *out = (int)v;
     return DSV4_OK;
@@ -127,7 +117,7 @@ static dsv4_status opt_str(const char *label, const cJSON *obj, const char *json
     *out = NULL;
     if (!it) return DSV4_OK;
     if (!cJSON_IsString(it))
-        return cfg_err(DSV4_ERR_CONFIG, label, key, "expected a string, got %s", json_kind(it));
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, key, "expected a string, got %s", json_kind(it));
     *out = it->valuestring;
     return DSV4_OK;
 }
@@ -137,7 +127,7 @@ static dsv4_status opt_obj(const char *label, const cJSON *obj, const char *key,
     const cJSON *it = item(obj, key);
     *out = NULL;
     if (it && !cJSON_IsObject(it))
-        return cfg_err(DSV4_ERR_CONFIG, label, key, "expected an object, got %s", json_kind(it));
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, key, "expected an object, got %s", json_kind(it));
     *out = it;
     return DSV4_OK;
 }
@@ -158,7 +148,7 @@ typedef struct {
 
 static dsv4_status agree(const char *label, source *s, const char *key, double v) {
     if (s->set && s->v != v)
-        return cfg_err(DSV4_ERR_CONFIG, label, key, "%.17g disagrees with %s = %.17g", v, s->key,
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, key, "%.17g disagrees with %s = %.17g", v, s->key,
                        s->v);
     s->set = 1, s->v = v;
     snprintf(s->key, sizeof s->key, "%s", key);
@@ -202,13 +192,13 @@ static dsv4_status parse_rope_block(const char *label, const char *name, const c
     snprintf(k, sizeof k, "%s.rope_type", name);
     DSV4_TRY(opt_str(label, blk, "rope_type", k, &rope_type));
     if (type && rope_type && strcmp(type, rope_type) != 0)
-        return cfg_err(DSV4_ERR_CONFIG, label, k, "'%s' disagrees with %s.type '%s'", rope_type,
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, k, "'%s' disagrees with %s.type '%s'", rope_type,
                        name, type);
     if (!type) type = rope_type;
     else snprintf(k, sizeof k, "%s.type", name);
     if (!type || strcmp(type, "default") == 0) return DSV4_OK;
     if (strcmp(type, "yarn") != 0)
-        return cfg_err(DSV4_ERR_UNSUPPORTED, label, k, "rope type '%s' is not supported (yarn or default)",
+        return dsv4_config_fail(DSV4_ERR_UNSUPPORTED, label, k, "rope type '%s' is not supported (yarn or default)",
                        type);
     rb->yarn = 1;
     snprintf(k, sizeof k, "%s.factor", name);
@@ -224,7 +214,7 @@ static dsv4_status parse_rope_block(const char *label, const char *name, const c
     snprintf(k, sizeof k, "%s.attention_factor", name);
     DSV4_TRY(opt_num(label, blk, "attention_factor", k, &af, NULL));
     if (af != 1.0)
-        return cfg_err(DSV4_ERR_UNSUPPORTED, label, k, "only 1.0 is supported, got %.17g", af);
+        return dsv4_config_fail(DSV4_ERR_UNSUPPORTED, label, k, "only 1.0 is supported, got %.17g", af);
     return DSV4_OK;
 }
 
@@ -254,7 +244,7 @@ static dsv4_status parse_rope(const char *label, const cJSON *root, dsv4_config 
             rope_block mb;
             DSV4_TRY(parse_rope_block(label, "rope_parameters.main", main_p, &mb));
             if (mb.yarn)
-                return cfg_err(DSV4_ERR_UNSUPPORTED, label, "rope_parameters.main.rope_type",
+                return dsv4_config_fail(DSV4_ERR_UNSUPPORTED, label, "rope_parameters.main.rope_type",
                                "sliding layers use plain rope; got yarn");
             DSV4_TRY(src_num(label, main_p, "rope_theta", "rope_parameters.main.rope_theta", &theta));
         }
@@ -273,7 +263,7 @@ static dsv4_status parse_rope(const char *label, const cJSON *root, dsv4_config 
     if (n_rb == 2 && (rb[0].yarn != rb[1].yarn || rb[0].factor != rb[1].factor ||
                       rb[0].beta_fast != rb[1].beta_fast || rb[0].beta_slow != rb[1].beta_slow ||
                       rb[0].orig != rb[1].orig))
-        return cfg_err(DSV4_ERR_CONFIG, label, rb_name[1], "disagrees with %s", rb_name[0]);
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, rb_name[1], "disagrees with %s", rb_name[0]);
     if (n_rb > 0) {
         c->yarn = rb[0].yarn;
         c->yarn_factor = rb[0].factor;
@@ -295,7 +285,7 @@ static dsv4_status parse_rope(const char *label, const cJSON *root, dsv4_config 
         if (!present) continue;
         double r = f * c->head_dim;
         if (!(f > 0 && f <= 1) || fabs(r - nearbyint(r)) > 1e-6)
-            return cfg_err(DSV4_ERR_CONFIG, label, names[i],
+            return dsv4_config_fail(DSV4_ERR_CONFIG, label, names[i],
                            "%.17g x head_dim %d is not a whole rope dim in (0, head_dim]", f,
                            c->head_dim);
         DSV4_TRY(agree(label, &dim, names[i], nearbyint(r)));
@@ -326,30 +316,30 @@ static dsv4_status parse_attn_schedule(const char *label, const cJSON *root, dsv
     types = item(root, "layer_types");
     ratios = item(root, "compress_ratios");
     if (!types && !ratios)
-        return cfg_err(DSV4_ERR_CONFIG, label, "layer_types",
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, "layer_types",
                        "required key is missing (neither layer_types nor compress_ratios given)");
     if (types) {
         if (!cJSON_IsArray(types))
-            return cfg_err(DSV4_ERR_CONFIG, label, "layer_types", "expected an array, got %s",
+            return dsv4_config_fail(DSV4_ERR_CONFIG, label, "layer_types", "expected an array, got %s",
                            json_kind(types));
         int i = 0;
         cJSON_ArrayForEach(e, types) {
             if (i >= n) break; /* extra entries (MTP) are not main blocks */
             int t = cJSON_IsString(e) ? name_index(e->valuestring, ATTN_NAMES, 3) : -1;
             if (t < 0)
-                return cfg_err(DSV4_ERR_CONFIG, label, "layer_types",
+                return dsv4_config_fail(DSV4_ERR_CONFIG, label, "layer_types",
                                "entry %d is not one of sliding_attention, "
                                "compressed_sparse_attention, heavily_compressed_attention", i);
             c->layer_types[i++] = (dsv4_attn_type)t;
         }
         if (i < n)
-            return cfg_err(DSV4_ERR_CONFIG, label, "layer_types",
+            return dsv4_config_fail(DSV4_ERR_CONFIG, label, "layer_types",
                            "has %d entries, num_hidden_layers is %d", i, n);
         have_types = 1;
     }
     if (ratios) {
         if (!cJSON_IsArray(ratios))
-            return cfg_err(DSV4_ERR_CONFIG, label, "compress_ratios", "expected an array, got %s",
+            return dsv4_config_fail(DSV4_ERR_CONFIG, label, "compress_ratios", "expected an array, got %s",
                            json_kind(ratios));
         int i = 0;
         cJSON_ArrayForEach(e, ratios) {
@@ -370,18 +360,18 @@ static dsv4_status parse_attn_schedule(const char *label, const cJSON *root, dsv
                 t = DSV4_ATTN_HCA;
                 DSV4_TRY(agree(label, &hca, k, (double)r));
             } else {
-                return cfg_err(DSV4_ERR_CONFIG, label, k,
+                return dsv4_config_fail(DSV4_ERR_CONFIG, label, k,
                                "%lld is neither 0, the CSA rate %d nor an HCA rate above it",
                                (long long)r, c->compress_rate_csa);
             }
             if (have_types && c->layer_types[i] != t)
-                return cfg_err(DSV4_ERR_CONFIG, label, k,
+                return dsv4_config_fail(DSV4_ERR_CONFIG, label, k,
                                "%lld disagrees with layer_types[%d] = %s", (long long)r, i,
                                ATTN_NAMES[c->layer_types[i]]);
             c->layer_types[i++] = t;
         }
         if (i < n)
-            return cfg_err(DSV4_ERR_CONFIG, label, "compress_ratios",
+            return dsv4_config_fail(DSV4_ERR_CONFIG, label, "compress_ratios",
                            "has %d entries, num_hidden_layers is %d", i, n);
     }
     c->compress_rate_hca = hca.set ? (int)hca.v : 128;
@@ -396,30 +386,30 @@ static dsv4_status parse_mlp_schedule(const char *label, const cJSON *root, dsv4
     DSV4_TRY(src_int(label, root, "num_hash_layers", "num_hash_layers", 0, DSV4_MAX_LAYERS, &nh));
     if (types) {
         if (!cJSON_IsArray(types))
-            return cfg_err(DSV4_ERR_CONFIG, label, "mlp_layer_types", "expected an array, got %s",
+            return dsv4_config_fail(DSV4_ERR_CONFIG, label, "mlp_layer_types", "expected an array, got %s",
                            json_kind(types));
         int i = 0, leading = 0;
         cJSON_ArrayForEach(e, types) {
             if (i >= n) break;
             int t = cJSON_IsString(e) ? name_index(e->valuestring, MLP_NAMES, 2) : -1;
             if (t < 0)
-                return cfg_err(DSV4_ERR_CONFIG, label, "mlp_layer_types",
+                return dsv4_config_fail(DSV4_ERR_CONFIG, label, "mlp_layer_types",
                                "entry %d is not one of moe, hash_moe", i);
             /* The reference routes by hash exactly in layers < num_hash_layers. */
             if (t == DSV4_MLP_HASH_MOE && leading != i)
-                return cfg_err(DSV4_ERR_CONFIG, label, "mlp_layer_types",
+                return dsv4_config_fail(DSV4_ERR_CONFIG, label, "mlp_layer_types",
                                "hash_moe at entry %d does not follow the leading hash_moe run", i);
             if (t == DSV4_MLP_HASH_MOE) leading++;
             i++;
         }
         if (i < n)
-            return cfg_err(DSV4_ERR_CONFIG, label, "mlp_layer_types",
+            return dsv4_config_fail(DSV4_ERR_CONFIG, label, "mlp_layer_types",
                            "has %d entries, num_hidden_layers is %d", i, n);
         DSV4_TRY(agree(label, &nh, "mlp_layer_types (leading hash_moe count)", leading));
     }
     int k = nh.set ? (int)nh.v : (n < 3 ? n : 3);
     if (k > n)
-        return cfg_err(DSV4_ERR_CONFIG, label, "num_hash_layers",
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, "num_hash_layers",
                        "%d exceeds num_hidden_layers %d", k, n);
     c->num_hash_layers = k;
     for (int i = 0; i < n; i++) c->mlp_layer_types[i] = i < k ? DSV4_MLP_HASH_MOE : DSV4_MLP_MOE;
@@ -431,7 +421,7 @@ static dsv4_status parse_mlp_schedule(const char *label, const cJSON *root, dsv4
 static dsv4_status copy_name(const char *label, const char *key, const char *s, char *dst,
                              size_t cap) {
     if (strlen(s) >= cap)
-        return cfg_err(DSV4_ERR_CONFIG, label, key, "'%.40s' is too long (max %zu chars)", s,
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, key, "'%.40s' is too long (max %zu chars)", s,
                        cap - 1);
     memset(dst, 0, cap);
     memcpy(dst, s, strlen(s));
@@ -444,12 +434,12 @@ static dsv4_status add_patterns(const char *label, const cJSON *obj, const char 
     const cJSON *arr = item(obj, json_key), *e;
     if (!arr) return DSV4_OK;
     if (!cJSON_IsArray(arr))
-        return cfg_err(DSV4_ERR_CONFIG, label, key, "expected an array of strings, got %s",
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, key, "expected an array of strings, got %s",
                        json_kind(arr));
     int n = 0;
     cJSON_ArrayForEach(e, arr) {
         if (!cJSON_IsString(e))
-            return cfg_err(DSV4_ERR_CONFIG, label, key, "entry %d is %s, not a string", n,
+            return dsv4_config_fail(DSV4_ERR_CONFIG, label, key, "entry %d is %s, not a string", n,
                            json_kind(e));
         n++;
     }
@@ -483,7 +473,7 @@ static dsv4_status parse_fp8_fields(const char *label, const char *pfx, const cJ
     if (wbs) {
         int i = 0;
         if (!cJSON_IsArray(wbs) || cJSON_GetArraySize(wbs) != 2)
-            return cfg_err(DSV4_ERR_CONFIG, label, k, "expected [rows, cols]");
+            return dsv4_config_fail(DSV4_ERR_CONFIG, label, k, "expected [rows, cols]");
         cJSON_ArrayForEach(e, wbs) {
             int64_t v;
             DSV4_TRY(int_of(label, k, e, 1, 1 << 16, &v));
@@ -495,12 +485,12 @@ static dsv4_status parse_fp8_fields(const char *label, const char *pfx, const cJ
     if (fmt) {
         if (strcmp(fmt, "ue8m0") == 0) q->scale_ue8m0 = 1;
         else if (strcmp(fmt, "fp32") == 0 || strcmp(fmt, "float32") == 0) q->scale_ue8m0 = 0;
-        else return cfg_err(DSV4_ERR_CONFIG, label, k, "'%s' is not ue8m0 or fp32", fmt);
+        else return dsv4_config_fail(DSV4_ERR_CONFIG, label, k, "'%s' is not ue8m0 or fp32", fmt);
     }
     snprintf(k, sizeof k, "%sfmt", pfx);
     DSV4_TRY(opt_str(label, obj, "fmt", k, &fmt));
     if (fmt && strcmp(fmt, "e4m3") != 0)
-        return cfg_err(DSV4_ERR_UNSUPPORTED, label, k, "only e4m3 FP8 is supported, got '%s'", fmt);
+        return dsv4_config_fail(DSV4_ERR_UNSUPPORTED, label, k, "only e4m3 FP8 is supported, got '%s'", fmt);
     return DSV4_OK;
 }
 
@@ -512,7 +502,7 @@ static dsv4_status parse_modelopt(const char *label, const char *pfx, const cJSO
     const char *algo, *moe;
     snprintf(k, sizeof k, "%squant_algo", pfx);
     DSV4_TRY(opt_str(label, obj, "quant_algo", k, &algo));
-    if (!algo) return cfg_err(DSV4_ERR_CONFIG, label, k, "required key is missing");
+    if (!algo) return dsv4_config_fail(DSV4_ERR_CONFIG, label, k, "required key is missing");
     if (strcmp(algo, "NVFP4") == 0) {
         q->method = DSV4_QUANT_NVFP4;
     } else if (strcmp(algo, "MIXED_PRECISION") == 0) {
@@ -523,13 +513,13 @@ static dsv4_status parse_modelopt(const char *label, const char *pfx, const cJSO
         q->fp8_block[1] = inherit ? prev->fp8_block[1] : 128;
         q->scale_ue8m0 = inherit ? prev->scale_ue8m0 : 1;
     } else {
-        return cfg_err(DSV4_ERR_UNSUPPORTED, label, k, "'%s' is not NVFP4 or MIXED_PRECISION", algo);
+        return dsv4_config_fail(DSV4_ERR_UNSUPPORTED, label, k, "'%s' is not NVFP4 or MIXED_PRECISION", algo);
     }
     int64_t gs = 16;
     snprintf(k, sizeof k, "%sgroup_size", pfx);
     DSV4_TRY(opt_i64(label, obj, "group_size", k, 1, 1 << 16, &gs, NULL));
     if (gs != 16) /* NVFP4 is defined with one e4m3 scale per 16 elements */
-        return cfg_err(DSV4_ERR_CONFIG, label, k, "NVFP4 needs 16, got %lld", (long long)gs);
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, k, "NVFP4 needs 16, got %lld", (long long)gs);
     q->group_size = (int)gs;
     snprintf(k, sizeof k, "%smoe_quant_algo", pfx);
     DSV4_TRY(opt_str(label, obj, "moe_quant_algo", k, &moe));
@@ -566,11 +556,11 @@ static dsv4_status parse_quant(const char *label, const cJSON *root, dsv4_quant_
         return parse_fp8_fields(label, "quantization_config.", qc, q);
     }
     if (!method && !algo)
-        return cfg_err(DSV4_ERR_CONFIG, label, "quantization_config",
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, "quantization_config",
                        "has neither quant_method nor quant_algo");
     if (!method || strcmp(method, "modelopt") == 0)
         return parse_modelopt(label, "quantization_config.", qc, NULL, q);
-    return cfg_err(DSV4_ERR_UNSUPPORTED, label, "quantization_config.quant_method",
+    return dsv4_config_fail(DSV4_ERR_UNSUPPORTED, label, "quantization_config.quant_method",
                    "'%s' is not supported (fp8 or modelopt)", method);
 }
 
@@ -593,13 +583,13 @@ static dsv4_status parse_root(const char *label, const cJSON *root, dsv4_config 
     alias = (source){0};
     DSV4_TRY(src_int(label, root, "n_routed_experts", "n_routed_experts", 1, SIZE_MAX_DIM, &alias));
     DSV4_TRY(src_int(label, root, "num_local_experts", "num_local_experts", 1, SIZE_MAX_DIM, &alias));
-    if (!alias.set) return cfg_err(DSV4_ERR_CONFIG, label, "n_routed_experts", "required key is missing");
+    if (!alias.set) return dsv4_config_fail(DSV4_ERR_CONFIG, label, "n_routed_experts", "required key is missing");
     c->n_routed_experts = (int)alias.v;
     alias = (source){0};
     DSV4_TRY(src_int(label, root, "moe_intermediate_size", "moe_intermediate_size", 1, SIZE_MAX_DIM, &alias));
     DSV4_TRY(src_int(label, root, "intermediate_size", "intermediate_size", 1, SIZE_MAX_DIM, &alias));
     if (!alias.set)
-        return cfg_err(DSV4_ERR_CONFIG, label, "moe_intermediate_size", "required key is missing");
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, "moe_intermediate_size", "required key is missing");
     c->moe_intermediate_size = (int)alias.v;
 
     /* Everything else defaults to V4-Flash. */
@@ -637,7 +627,7 @@ static dsv4_status parse_root(const char *label, const cJSON *root, dsv4_config 
     const cJSON *eos = item(root, "eos_token_id");
     if (cJSON_IsArray(eos)) { /* HF allows a list; the first id is the primary one */
         if (!cJSON_GetArrayItem(eos, 0))
-            return cfg_err(DSV4_ERR_CONFIG, label, "eos_token_id", "is an empty list");
+            return dsv4_config_fail(DSV4_ERR_CONFIG, label, "eos_token_id", "is an empty list");
         int64_t v;
         DSV4_TRY(int_of(label, "eos_token_id", cJSON_GetArrayItem(eos, 0), 0, SIZE_MAX_DIM, &v));
         c->eos_token_id = (int)v;
@@ -649,13 +639,13 @@ static dsv4_status parse_root(const char *label, const cJSON *root, dsv4_config 
     if (s) {
         int f = name_index(s, SCORE_NAMES, 3);
         if (f < 0)
-            return cfg_err(DSV4_ERR_CONFIG, label, "scoring_func",
+            return dsv4_config_fail(DSV4_ERR_CONFIG, label, "scoring_func",
                            "'%s' is not sqrtsoftplus, sigmoid or softmax", s);
         c->scoring_func = (dsv4_score_func)f;
     }
     DSV4_TRY(opt_str(label, root, "hidden_act", "hidden_act", &s));
     if (s && strcmp(s, "silu") != 0)
-        return cfg_err(DSV4_ERR_CONFIG, label, "hidden_act", "'%s' is not silu", s);
+        return dsv4_config_fail(DSV4_ERR_CONFIG, label, "hidden_act", "'%s' is not silu", s);
 
     DSV4_TRY(parse_rope(label, root, c));
     DSV4_TRY(parse_attn_schedule(label, root, c));
@@ -664,7 +654,7 @@ static dsv4_status parse_root(const char *label, const cJSON *root, dsv4_config 
     DSV4_TRY(opt_str(label, root, "expert_dtype", "expert_dtype", &s));
     if (s) {
         if (strcmp(s, "fp4") != 0 && strcmp(s, "fp8") != 0 && strcmp(s, "bf16") != 0)
-            return cfg_err(DSV4_ERR_CONFIG, label, "expert_dtype", "'%s' is not fp4, fp8 or bf16", s);
+            return dsv4_config_fail(DSV4_ERR_CONFIG, label, "expert_dtype", "'%s' is not fp4, fp8 or bf16", s);
         DSV4_TRY(copy_name(label, "expert_dtype", s, c->quant.expert_dtype, sizeof c->quant.expert_dtype));
     }
     return DSV4_OK;

@@ -40,6 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/status.h"
 #include "dsv4.h"
 
 #define DSV4_MAX_LAYERS 256
@@ -119,6 +120,9 @@ char *dsv4_config_to_json(const dsv4_config *cfg);
  * (fnmatch, no flags). A module is also tried with a "model." prefix added (or removed), since
  * exclude lists are written against HF names as often as native ones. */
 int dsv4_config_excluded(const dsv4_config *cfg, const char *module);
+/* Internal: "<label>: <key>: <message>" as the last error, returning st. */
+dsv4_status dsv4_config_fail(dsv4_status st, const char *label, const char *key, const char *fmt, ...)
+    DSV4_PRINTF(4, 5);
 /* The rate of layer l: 0 sliding, compress_rate_csa or compress_rate_hca. Layers outside
  * [0, num_hidden_layers) (e.g. the MTP block) give 0. */
 int dsv4_config_compress_rate(const dsv4_config *cfg, int layer);

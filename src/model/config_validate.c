@@ -9,19 +9,18 @@
 
 #include "base/status.h"
 
-DSV4_PRINTF(3, 4)
-static dsv4_status need_fail(const char *label, const char *key, const char *fmt, ...) {
+dsv4_status dsv4_config_fail(dsv4_status st, const char *label, const char *key, const char *fmt, ...) {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return dsv4_fail(DSV4_ERR_CONFIG, "%s: %s: %s", label, key, msg);
+    return dsv4_fail(st, "%s: %s: %s", label, key, msg);
 }
 
 /* Fails with "<label>: <key>: <message>" unless `cond`. */
 #define NEED(cond, key, ...) \
-    do { if (!(cond)) return need_fail(label, key, __VA_ARGS__); } while (0)
+    do { if (!(cond)) return dsv4_config_fail(DSV4_ERR_CONFIG, label, key, __VA_ARGS__); } while (0)
 
 dsv4_status dsv4_config_validate_quant(const dsv4_quant_config *q, const char *label) {
     if (!q) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "dsv4_config_validate_quant: q is NULL");

@@ -277,6 +277,27 @@ static dsv4_status check_finite(const float *x, size_t n, int layer, const char 
     } while (0)
 #define FINITE(buf, n, op) STEP(check_finite((buf), (size_t)(n), layer, (op)), (op))
 
+/* A compressor over T new tokens: its kv/gate projections, then every window they complete
+ * appended to entries [cap, width] (*n_entries grows). */
+static dsv4_status compress_tokens(dsv4_session *s, int layer, const dsv4_compressor_weights *cw,
+                                   const dsv4_cpu_compress_params *cp, dsv4_cpu_compress_state *state, int T,
+                                   const float *xn, float *entries, int width, int cap, int *n_entries,
+                                   const char *what) {
+    const size_t proj = (size_t)T * (size_t)cw->wkv.rows;
+    dsv4_status st = DSV4_OK;
+    scratch a = {0};
+    float *kv = scratch_f32(&a, proj, &st), *gate = scratch_f32(&a, proj, &st);
+    float *out = entries + (size_t)*n_entries * width;
+    int n_new = 0;
+    STEP(dsv4_cpu_linear(&cw->wkv, xn, T, kv, s->opt.numerics), what);
+    STEP(dsv4_cpu_linear(&cw->wgate, xn, T, gate, s->opt.numerics), what);
+    STEP(dsv4_cpu_compress_feed(state, cp, T, kv, gate, out, cap - *n_entries, &n_new), what);
+    FINITE(out, (size_t)n_new * width, what);
+    if (st == DSV4_OK) *n_entries += n_new;
+    scratch_free(&a);
+    return st;
+}
+
 /* Attention sublayer: xn [T, D] (already RMS-normed) -> out [T, D]. */
 static dsv4_status attention(dsv4_session *s, int layer, layer_state *ls, int T, const int *pos, const float *xn,
                              float *out) {
@@ -328,31 +349,19 @@ static dsv4_status attention(dsv4_session *s, int layer, layer_state *ls, int T,
     const int *c_idx = NULL;
     int c_k = 0;
     if (L->attn_type != DSV4_ATTN_SLIDING) {
-        const int cw = (L->attn_type == DSV4_ATTN_CSA ? 2 : 1) * Dh;
-        float *ckv = scratch_f32(&a, (size_t)T * cw, &st), *cgate = scratch_f32(&a, (size_t)T * cw, &st);
         dsv4_cpu_compress_params cp = {p->comp_ape, p->comp_norm, s->inv_freq_compress};
-        int n_new = 0;
-        STEP(dsv4_cpu_linear(&L->compressor.wkv, xn, T, ckv, mode), "compressor wkv");
-        STEP(dsv4_cpu_linear(&L->compressor.wgate, xn, T, cgate, mode), "compressor wgate");
-        STEP(dsv4_cpu_compress_feed(&ls->comp, &cp, T, ckv, cgate, ls->entries + (size_t)ls->n_entries * Dh,
-                                    ls->cap - ls->n_entries, &n_new),
-             "compressor");
-        FINITE(ls->entries + (size_t)ls->n_entries * Dh, (size_t)n_new * Dh, "compressor");
-        ls->n_entries += n_new;
+        if (st == DSV4_OK)
+            st = compress_tokens(s, layer, &L->compressor, &cp, &ls->comp, T, xn, ls->entries, Dh, ls->cap,
+                                 &ls->n_entries, "compressor");
     }
     if (L->attn_type == DSV4_ATTN_CSA) {
         /* lightning indexer: its own compressor over the same windows, then top-k per query */
         const int IH = c->index_n_heads, Di = c->index_head_dim;
-        float *ikv = scratch_f32(&a, (size_t)T * 2 * Di, &st), *igate = scratch_f32(&a, (size_t)T * 2 * Di, &st);
         float *qi = scratch_f32(&a, (size_t)T * IH * Di, &st), *wr = scratch_f32(&a, (size_t)T * IH, &st);
         dsv4_cpu_compress_params ip = {p->icomp_ape, p->icomp_norm, s->inv_freq_compress};
-        int n_new = 0;
-        STEP(dsv4_cpu_linear(&L->index_compressor.wkv, xn, T, ikv, mode), "indexer compressor wkv");
-        STEP(dsv4_cpu_linear(&L->index_compressor.wgate, xn, T, igate, mode), "indexer compressor wgate");
-        STEP(dsv4_cpu_compress_feed(&ls->icomp, &ip, T, ikv, igate, ls->ientries + (size_t)ls->n_ientries * Di,
-                                    ls->cap - ls->n_ientries, &n_new),
-             "indexer compressor");
-        ls->n_ientries += n_new;
+        if (st == DSV4_OK)
+            st = compress_tokens(s, layer, &L->index_compressor, &ip, &ls->icomp, T, xn, ls->ientries, Di, ls->cap,
+                                 &ls->n_ientries, "indexer compressor");
         STEP(dsv4_cpu_linear(&L->index_wq_b, qr, T, qi, mode), "indexer wq_b");
         STEP(dsv4_cpu_rope(qi, T, IH, Di, R, pos, s->inv_freq_compress, 0), "indexer q rope");
         STEP(dsv4_cpu_linear(&L->index_weights_proj, xn, T, wr, mode), "indexer weights_proj");

@@ -54,7 +54,7 @@ static const char *const globals[][2] = {
     {"hc_head.hc_scale", "hc_head_scale"},
 };
 
-static int replace_all(char *s, size_t cap, const char *from, const char *to) {
+int dsv4_str_replace_all(char *s, size_t cap, const char *from, const char *to) {
     size_t lf = strlen(from), lt = strlen(to);
     char *p = s;
     while ((p = strstr(p, from)) != NULL) {
@@ -73,7 +73,7 @@ int dsv4_canonical_name(const char *name, char *out, size_t cap) {
     int n = snprintf(out, cap, ".%s", name);
     if (n < 0 || (size_t)n >= cap) return -1;
     for (size_t i = 0; i < sizeof renames / sizeof renames[0]; i++)
-        if (replace_all(out, cap, renames[i][0], renames[i][1])) return -1;
+        if (dsv4_str_replace_all(out, cap, renames[i][0], renames[i][1])) return -1;
     memmove(out, out + 1, strlen(out)); /* drop the leading dot */
     for (size_t i = 0; i < sizeof globals / sizeof globals[0]; i++)
         if (strcmp(out, globals[i][0]) == 0) {

@@ -14,5 +14,8 @@
  * (= ".scale"). Stacked experts ("experts.gate_up_proj", "experts.down_proj") keep those
  * leaf names under "ffn.experts.". Returns 0, or -1 if the result does not fit. */
 int dsv4_canonical_name(const char *name, char *out, size_t cap);
+/* Replaces every occurrence of `from` in s (a buffer of cap bytes) by `to`, left to right,
+ * never rescanning replaced text. Returns 0, or -1 (s partly rewritten) if it would not fit. */
+int dsv4_str_replace_all(char *s, size_t cap, const char *from, const char *to);
 
 #endif

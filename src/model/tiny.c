@@ -14,6 +14,7 @@
 #include "format/quant.h"
 #include "format/safetensors.h"
 #include "model/config.h"
+#include "model/names.h"
 
 typedef struct tiny {
     dsv4_tiny_scheme scheme;
@@ -88,14 +89,6 @@ static const char *const hf_internal[][2] = {
     {".shared_experts.w2.", ".shared_experts.down_proj."},
 };
 
-static void str_replace_all(char *s, size_t cap, const char *from, const char *to) {
-    size_t lf = strlen(from), lt = strlen(to);
-    for (char *p = strstr(s, from); p; p = strstr(p + lt, from)) {
-        if (strlen(s) - lf + lt + 1 > cap) return;
-        memmove(p + lt, p + lf, strlen(p + lf) + 1);
-        memcpy(p, to, lt);
-    }
-}
 
 /* The name a tensor has in this scheme's files. */
 static void scheme_name(const tiny *t, const char *native, char *out, size_t cap) {
@@ -118,11 +111,11 @@ static void scheme_name(const tiny *t, const char *native, char *out, size_t cap
         }
     snprintf(out, cap, "model.%s", native);
     if (t->scheme == DSV4_TINY_HF) { /* save_pretrained keeps native names but calls kv_norm "norm" */
-        str_replace_all(out, cap, ".attn.kv_norm.", ".attn.norm.");
+        dsv4_str_replace_all(out, cap, ".attn.kv_norm.", ".attn.norm.");
         return;
     }
     for (size_t i = 0; i < sizeof hf_internal / sizeof hf_internal[0]; i++)
-        str_replace_all(out, cap, hf_internal[i][0], hf_internal[i][1]);
+        dsv4_str_replace_all(out, cap, hf_internal[i][0], hf_internal[i][1]);
 }
 
 static void add(tiny *t, const char *native, dsv4_dtype dt, int ndim, const int64_t *shape, const void *data,
