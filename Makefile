@@ -83,6 +83,7 @@ bench: $(BENCH)
 tiny: all
 	./$(CLI) make-tiny $(BUILD)/tiny-model
 	./$(CLI) inspect $(BUILD)/tiny-model
+	./$(CLI) generate --model $(BUILD)/tiny-model --ids 1,2,3,4 -n 16
 
 asan:
 	$(MAKE) DSV4_NO_CUDA=1 BUILD=build-asan OPT=-O1 \
