@@ -84,6 +84,20 @@ dsv4_status dsv4_make_tiny(const char *dir, dsv4_tiny_scheme scheme, uint64_t se
  * built-in tiny shape); its quantization settings are replaced by the scheme's. */
 dsv4_status dsv4_make_tiny_config(const char *dir, dsv4_tiny_scheme scheme, uint64_t seed, const char *config_path);
 
+/* `dsv4 convert`: which linears to rewrite in NVFP4. */
+typedef struct dsv4_convert_options {
+    int experts;        /* routed experts: MXFP4 exactly, other formats by quantizing */
+    int dense;          /* attention, indexer wq_b, shared experts, MTP projections (lossy) */
+    int lossy_mxfp4;    /* quantize MXFP4 tensors whose scale range NVFP4 cannot carry exactly,
+                           instead of failing with DSV4_ERR_NOT_REPRESENTABLE */
+    size_t shard_bytes; /* output shard size (0: 4 GiB) */
+} dsv4_convert_options;
+
+/* Reads the checkpoint in `src`, writes it to `dst` (created if needed) with the chosen
+ * linears in NVFP4 (ModelOpt layout, DeepSeek names, sharded with an index) and everything
+ * else unchanged. Progress lines go to `progress` (a FILE*, or NULL). */
+dsv4_status dsv4_convert(const char *src, const char *dst, const dsv4_convert_options *o, void *progress);
+
 int dsv4_model_vocab_size(const dsv4_model *m);
 int dsv4_model_eos_token(const dsv4_model *m);
 

@@ -2,6 +2,8 @@
 
 #include <stdio.h>
 
+#include "base/status.h"
+#include "format/safetensors.h"
 #include "test.h"
 
 const char *fixture_tiny_dir(dsv4_tiny_scheme scheme, uint64_t seed) {
@@ -18,3 +20,48 @@ const char *fixture_tiny_dir(dsv4_tiny_scheme scheme, uint64_t seed) {
     }
     return dirs[s][k];
 }
+
+dsv4_status fixture_write_mutated(const char *src, const char *dst, const mutation *mu) {
+    dsv4_checkpoint *ck;
+    DSV4_TRY(dsv4_ckpt_open(src, &ck));
+    dsv4_st_writer *w = dsv4_st_writer_new();
+    void *copy = NULL;
+    dsv4_status st = DSV4_OK;
+    for (int i = 0; i < dsv4_ckpt_count(ck) && st == DSV4_OK; i++) {
+        const dsv4_tensor_view *t = dsv4_ckpt_tensor(ck, i);
+        if (mu->drop && !strcmp(t->name, mu->drop)) continue;
+        const void *data = t->data;
+        if (mu->corrupt && !strcmp(t->name, mu->corrupt)) {
+            copy = malloc(t->nbytes);
+            memcpy(copy, t->data, t->nbytes);
+            memcpy(copy, mu->bytes, mu->n_bytes);
+            data = copy;
+            if (mu->duplicate_as)
+                st = dsv4_st_writer_add(w, mu->duplicate_as, t->dtype, t->ndim, t->shape, data, t->nbytes);
+        }
+        if (st == DSV4_OK) st = dsv4_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, data, t->nbytes);
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.safetensors", dst);
+    if (st == DSV4_OK) st = dsv4_st_writer_write(w, path);
+    dsv4_st_writer_free(w);
+    free(copy);
+    dsv4_ckpt_close(ck);
+    /* config.json, optionally edited */
+    snprintf(path, sizeof path, "%s/config.json", src);
+    char *cfg = test_read_file(path, NULL);
+    if (!cfg) return DSV4_ERR_IO;
+    char *out = malloc(strlen(cfg) + 256);
+    strcpy(out, cfg);
+    if (mu->config_from) {
+        char *p = strstr(cfg, mu->config_from);
+        if (!p) { free(cfg); free(out); return dsv4_fail(DSV4_ERR_INTERNAL, "config.json lacks '%s'", mu->config_from); }
+        sprintf(out + (p - cfg), "%s%s", mu->config_to, p + strlen(mu->config_from));
+    }
+    snprintf(path, sizeof path, "%s/config.json", dst);
+    test_write_file(path, out, strlen(out));
+    free(cfg);
+    free(out);
+    return st;
+}
+

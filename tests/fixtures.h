@@ -10,4 +10,15 @@
  * cache slot); made on first use, NULL (message printed) if make-tiny fails. */
 const char *fixture_tiny_dir(dsv4_tiny_scheme scheme, uint64_t seed);
 
+/* A copy of checkpoint `src` in `dst` (one model.safetensors + config.json) with one change. */
+typedef struct mutation {
+    const char *drop;         /* tensor to leave out */
+    const char *corrupt;      /* tensor whose first bytes are overwritten */
+    const uint8_t *bytes;     /* ... with these */
+    size_t n_bytes;
+    const char *duplicate_as; /* add `corrupt`'s data a second time under this name */
+    const char *config_from, *config_to; /* textual edit of config.json */
+} mutation;
+dsv4_status fixture_write_mutated(const char *src, const char *dst, const mutation *mu);
+
 #endif

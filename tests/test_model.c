@@ -140,65 +140,13 @@ TEST(tiny_schemes_hold_identical_values) {
     CHECK_MSG(ok, "%s", why);
 }
 
-/* ---- malformed checkpoints: copy the tiny HF checkpoint with one change ---- */
-typedef struct mutation {
-    const char *drop;         /* tensor to leave out */
-    const char *corrupt;      /* tensor whose first bytes are overwritten */
-    const uint8_t *bytes;     /* ... with these */
-    size_t n_bytes;
-    const char *duplicate_as; /* add `corrupt`'s data a second time under this name */
-    const char *config_from, *config_to; /* textual edit of config.json */
-} mutation;
-
-static dsv4_status write_mutated(const char *src, const char *dst, const mutation *mu) {
-    dsv4_checkpoint *ck;
-    DSV4_TRY(dsv4_ckpt_open(src, &ck));
-    dsv4_st_writer *w = dsv4_st_writer_new();
-    void *copy = NULL;
-    dsv4_status st = DSV4_OK;
-    for (int i = 0; i < dsv4_ckpt_count(ck) && st == DSV4_OK; i++) {
-        const dsv4_tensor_view *t = dsv4_ckpt_tensor(ck, i);
-        if (mu->drop && !strcmp(t->name, mu->drop)) continue;
-        const void *data = t->data;
-        if (mu->corrupt && !strcmp(t->name, mu->corrupt)) {
-            copy = malloc(t->nbytes);
-            memcpy(copy, t->data, t->nbytes);
-            memcpy(copy, mu->bytes, mu->n_bytes);
-            data = copy;
-            if (mu->duplicate_as)
-                st = dsv4_st_writer_add(w, mu->duplicate_as, t->dtype, t->ndim, t->shape, data, t->nbytes);
-        }
-        if (st == DSV4_OK) st = dsv4_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, data, t->nbytes);
-    }
-    char path[1024];
-    snprintf(path, sizeof path, "%s/model.safetensors", dst);
-    if (st == DSV4_OK) st = dsv4_st_writer_write(w, path);
-    dsv4_st_writer_free(w);
-    free(copy);
-    dsv4_ckpt_close(ck);
-    /* config.json, optionally edited */
-    snprintf(path, sizeof path, "%s/config.json", src);
-    char *cfg = test_read_file(path, NULL);
-    if (!cfg) return DSV4_ERR_IO;
-    char *out = malloc(strlen(cfg) + 256);
-    strcpy(out, cfg);
-    if (mu->config_from) {
-        char *p = strstr(cfg, mu->config_from);
-        if (!p) { free(cfg); free(out); return dsv4_fail(DSV4_ERR_INTERNAL, "config.json lacks '%s'", mu->config_from); }
-        sprintf(out + (p - cfg), "%s%s", mu->config_to, p + strlen(mu->config_from));
-    }
-    snprintf(path, sizeof path, "%s/config.json", dst);
-    test_write_file(path, out, strlen(out));
-    free(cfg);
-    free(out);
-    return st;
-}
+/* ---- malformed checkpoints: a copy of a tiny checkpoint with one change (fixtures.c) ---- */
 
 /* Opens a mutated copy and checks the status and that the message names `needle`. */
 #define CHECK_MUTATION(mu, want_status, needle)                                                      \
     do {                                                                                            \
         const char *dst_ = test_tmpdir();                                                           \
-        CHECK_OK(write_mutated(fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), dst_, &(mu)));                  \
+        CHECK_OK(fixture_write_mutated(fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), dst_, &(mu)));                  \
         dsv4_model *m_ = NULL;                                                                      \
         CHECK_STATUS(dsv4_model_open(dst_, &m_), want_status);                                      \
         CHECK(m_ == NULL);                                                                          \
@@ -250,7 +198,7 @@ TEST(inspect_lists_every_problem) {
                    .bytes = (const uint8_t[]){0xff},
                    .n_bytes = 1};
     const char *dst = test_tmpdir();
-    CHECK_OK(write_mutated(fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), dst, &mu));
+    CHECK_OK(fixture_write_mutated(fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), dst, &mu));
     char path[700];
     snprintf(path, sizeof path, "%s/inspect.txt", dst);
     FILE *f = fopen(path, "w");

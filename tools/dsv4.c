@@ -17,6 +17,7 @@ static void usage(FILE *f) {
             "  dsv4 generate --model DIR --ids 1,2,3 [-n 32] [--temperature T] [--top-p P] [--seed N]\n"
             "                [--numerics w4a16|w4a4] [--chunk N]\n"
             "  dsv4 logits --model DIR --ids 1,2,3 --out FILE.safetensors [--numerics w4a16|w4a4] [--chunk N]\n"
+            "  dsv4 convert SRC DST [--experts keep|nvfp4] [--dense keep|nvfp4] [--lossy-mxfp4] [--shard-mb N]\n"
             "  dsv4 version\n",
             dsv4_version());
 }
@@ -56,6 +57,33 @@ static int cmd_make_tiny(int argc, char **argv) {
     if (st != DSV4_OK) return fail(st);
     printf("wrote tiny DeepSeek-V4 checkpoint to %s\n", dir);
     return 0;
+}
+
+static int cmd_convert(int argc, char **argv) {
+    const char *src = NULL, *dst = NULL;
+    dsv4_convert_options o = {.experts = 1};
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
+        if ((!strcmp(a, "--experts") || !strcmp(a, "--dense")) && (!strcmp(v, "keep") || !strcmp(v, "nvfp4"))) {
+            *(!strcmp(a, "--experts") ? &o.experts : &o.dense) = !strcmp(v, "nvfp4");
+            i++;
+        } else if (!strcmp(a, "--lossy-mxfp4")) {
+            o.lossy_mxfp4 = 1;
+        } else if (!strcmp(a, "--shard-mb") && atol(v) > 0) {
+            o.shard_bytes = (size_t)atol(v) << 20;
+            i++;
+        } else if (a[0] != '-' && !src) {
+            src = a;
+        } else if (a[0] != '-' && !dst) {
+            dst = a;
+        } else {
+            fprintf(stderr, "dsv4 convert: unexpected argument '%s'\n", a);
+            return 2;
+        }
+    }
+    if (!src || !dst) { usage(stderr); return 2; }
+    dsv4_status st = dsv4_convert(src, dst, &o, stdout);
+    return st == DSV4_OK ? 0 : fail(st);
 }
 
 static int cmd_inspect(int argc, char **argv) {
@@ -199,6 +227,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "make-tiny")) return cmd_make_tiny(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return cmd_run(argc - 2, argv + 2, 1);
+    if (!strcmp(cmd, "convert")) return cmd_convert(argc - 2, argv + 2);
     if (!strcmp(cmd, "logits")) return cmd_run(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("dsv4 %s (CUDA %s)\n", dsv4_version(), dsv4_has_cuda() ? "yes" : "no");

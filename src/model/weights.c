@@ -173,9 +173,24 @@ static void set_dense(dsv4_weight *w, const dsv4_tensor_view *t, int64_t rows, i
     w->bytes = (size_t)rows * (size_t)cols * esz;
 }
 
-static void account(binder *b, const dsv4_weight *w) {
-    b->w->format_count[w->format]++;
-    b->w->format_bytes[w->format] += w->bytes;
+/* Counts a bound linear and lists it under its canonical module name ("layers.3.attn.wq_a"). */
+static void account(binder *b, const dsv4_weight *w, const char *module) {
+    dsv4_weights *ws = b->w;
+    ws->format_count[w->format]++;
+    ws->format_bytes[w->format] += w->bytes;
+    if (ws->n_linears == ws->cap_linears) {
+        int cap = ws->cap_linears ? 2 * ws->cap_linears : 256;
+        dsv4_named_weight *grown = realloc(ws->linears, sizeof *grown * (size_t)cap);
+        if (!grown) {
+            problem(b, DSV4_ERR_OUT_OF_MEMORY, "out of memory listing the linear weights");
+            return;
+        }
+        ws->linears = grown;
+        ws->cap_linears = cap;
+    }
+    dsv4_named_weight *nw = &ws->linears[ws->n_linears++];
+    snprintf(nw->module, sizeof nw->module, "%s", module);
+    nw->w = w;
 }
 
 /* A linear weight [rows, cols] in whatever format the checkpoint stores it. */
@@ -294,7 +309,7 @@ static void bind_linear(binder *b, dsv4_weight *w, const char *module, int64_t r
                 "(NVFP4, MXFP4, FP8 block-128, BF16, F16, F32)", t->file, t->name, dsv4_dtype_name(t->dtype));
         return;
     }
-    account(b, w);
+    account(b, w, module);
 }
 
 static void bind_compressor(binder *b, dsv4_compressor_weights *c, const char *pfx, int rate, int coff,
@@ -388,9 +403,9 @@ static void bind_layer(binder *b, dsv4_layer_weights *L, const char *pfx, dsv4_a
                 set_dense(&L->w1[e], gate_up, I, D, (size_t)(e * 2 * I));
                 set_dense(&L->w3[e], gate_up, I, D, (size_t)(e * 2 * I + I));
                 set_dense(&L->w2[e], down, D, I, (size_t)(e * D));
-                account(b, &L->w1[e]);
-                account(b, &L->w3[e]);
-                account(b, &L->w2[e]);
+                account(b, &L->w1[e], NAME("%s.ffn.experts.%lld.w1", pfx, (long long)e));
+                account(b, &L->w3[e], NAME("%s.ffn.experts.%lld.w3", pfx, (long long)e));
+                account(b, &L->w2[e], NAME("%s.ffn.experts.%lld.w2", pfx, (long long)e));
             }
         }
     } else {
@@ -432,6 +447,7 @@ void dsv4_weights_free(dsv4_weights *w) {
     if (w->has_mtp) free_layer(&w->mtp);
     free(w->unused);
     free(w->problems);
+    free(w->linears);
     memset(w, 0, sizeof *w);
 }
 

@@ -41,6 +41,12 @@ typedef struct dsv4_layer_weights {
     const dsv4_tensor_view *hc_head_fn, *hc_head_base, *hc_head_scale;
 } dsv4_layer_weights;
 
+/* A bound linear and its canonical module name (the tensor name without ".weight"). */
+typedef struct dsv4_named_weight {
+    char module[96];
+    const dsv4_weight *w;
+} dsv4_named_weight;
+
 /* One problem found while binding (all are collected so that inspect can list them). */
 typedef struct dsv4_weight_problem {
     dsv4_status status;
@@ -58,6 +64,8 @@ typedef struct dsv4_weights {
     const char **unused;        /* names of unbound tensors (n_tensors - n_used) */
     size_t format_count[DSV4_WF_COUNT], format_bytes[DSV4_WF_COUNT];
     size_t total_bytes;         /* all tensor bytes in the checkpoint */
+    int n_linears, cap_linears;
+    dsv4_named_weight *linears; /* every bound linear, in binding order */
     int n_problems;
     dsv4_weight_problem *problems;
 } dsv4_weights;
