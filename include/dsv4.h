@@ -64,7 +64,7 @@ typedef struct dsv4_model dsv4_model;
  * Nothing is copied: tensors stay memory-mapped. */
 dsv4_status dsv4_model_open(const char *dir, dsv4_model **out);
 void dsv4_model_close(dsv4_model *m);
-/* Writes a readable summary of the model to `f` (a FILE*). */
+/* Writes a readable summary of the model to `f` (a FILE*; void* keeps stdio out of this header). */
 dsv4_status dsv4_model_inspect(const dsv4_model *m, void *f);
 /* Opens `dir` leniently and writes the summary plus every problem found (missing tensors,
  * wrong shapes or dtypes, bad scales) to `f`; returns the first problem's status. */
@@ -124,9 +124,12 @@ int dsv4_session_length(const dsv4_session *s, int seq);
  * a chunked prefill and give the same results as one. logits: NULL, or [n, vocab] (fp32) for
  * every new position. Bad input (token id out of range, length past max_seq_len) fails
  * before anything runs and leaves the sequence as it was; a failure during the computation
- * (NaN/Inf in an activation, out of memory) leaves it unusable until dsv4_session_reset. */
+ * (NaN/Inf in an activation, out of memory) marks it broken: later calls on it fail with
+ * DSV4_ERR_INVALID_ARGUMENT until dsv4_session_reset. */
 dsv4_status dsv4_session_forward(dsv4_session *s, int seq, const int32_t *ids, int n, float *logits);
-/* One decode step for B sequences: ids[b] is appended to seqs[b]; logits [B, vocab]. */
+/* One decode step for B sequences: ids[b] is appended to seqs[b]; logits [B, vocab] or NULL.
+ * Every sequence and token is checked before any runs; if the computation then fails for one
+ * sequence, that one needs a reset and the sequences before it in `seqs` have advanced. */
 dsv4_status dsv4_session_decode(dsv4_session *s, int B, const int *seqs, const int32_t *ids, float *logits);
 
 #ifdef __cplusplus

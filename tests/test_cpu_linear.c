@@ -98,18 +98,34 @@ TEST(cpu_linear_matches_naive_matmul_in_every_format) {
         }
 }
 
-/* Dequantizing by rows must agree with the whole-matrix path at every offset: FP8 block-128
- * must pick each row's own scale block. */
+/* Dequantizing by rows must agree with the format's whole-matrix dequantizer at every offset:
+ * FP8 block-128 must pick each row's own scale block, with ue8m0 and with fp32 scales. */
 TEST(weight_dequantize_rows_picks_the_right_scale_block) {
     uint64_t rng = 5;
     owned_weight o;
     make_weight(&o, DSV4_WF_FP8_B128, 300, 200, &rng);
     float *all = malloc(300 * 200 * 4), *part = malloc(300 * 200 * 4);
-    CHECK_OK(dsv4_weight_dequantize(&o.w, all));
-    const int64_t cuts[][2] = {{0, 1}, {127, 2}, {100, 150}, {255, 45}, {299, 1}};
-    for (int c = 0; c < 5; c++) {
-        CHECK_OK(dsv4_weight_dequantize_rows(&o.w, cuts[c][0], cuts[c][1], part));
-        CHECK_MSG(!memcmp(part, all + cuts[c][0] * 200, (size_t)(cuts[c][1] * 200) * 4), "cut %d differs", c);
+    CHECK_OK(dsv4_fp8_block128_dequantize(o.q, 300, 200, o.s, DSV4_SCALE_UE8M0, all, "w"));
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) { /* the same weight with its scales as fp32 */
+            float *fs = malloc(3 * 2 * 4);
+            for (int i = 0; i < 6; i++) fs[i] = dsv4_ue8m0_decode(o.s[i]);
+            free(o.s);
+            o.s = (uint8_t *)fs;
+            o.w.scale = fs;
+            o.w.scale_dtype = DSV4_DT_F32;
+            float *again = malloc(300 * 200 * 4);
+            CHECK_OK(dsv4_fp8_block128_dequantize(o.q, 300, 200, fs, DSV4_SCALE_F32, again, "w"));
+            int same = !memcmp(again, all, 300 * 200 * 4);
+            free(again);
+            CHECK(same);
+        }
+        const int64_t cuts[][2] = {{0, 1}, {127, 2}, {100, 150}, {255, 45}, {299, 1}};
+        for (int c = 0; c < 5; c++) {
+            CHECK_OK(dsv4_weight_dequantize_rows(&o.w, cuts[c][0], cuts[c][1], part));
+            CHECK_MSG(!memcmp(part, all + cuts[c][0] * 200, (size_t)(cuts[c][1] * 200) * 4),
+                      "pass %d cut %d differs", pass, c);
+        }
     }
     CHECK_STATUS(dsv4_weight_dequantize_rows(&o.w, 299, 2, part), DSV4_ERR_SHAPE);
     free(all);

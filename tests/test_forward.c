@@ -195,3 +195,52 @@ TEST(forward_reports_nan_with_layer_and_op) {
     CHECK_STATUS(st, DSV4_ERR_NONFINITE);
     CHECK_MSG(strstr(msg, "layer 2") && strstr(msg, "attention"), "message: %s", msg);
 }
+
+/* A failure part-way through a call leaves the sequence's state half-advanced: it must refuse
+ * further use until reset, and bad input in a batch must be found before anything runs. */
+TEST(forward_broken_sequences_and_batches_validated_up_front) {
+    dsv4_model *m;
+    CHECK_OK(dsv4_model_open(fixture_tiny_dir(DSV4_TINY_HF, 1), &m));
+    dsv4_layer_weights *L = &m->w.layers[2];
+    float *copy = malloc(L->attn_sink->nbytes);
+    memcpy(copy, L->attn_sink->data, L->attn_sink->nbytes);
+    copy[1] = NAN;
+    dsv4_tensor_view poisoned = *L->attn_sink;
+    poisoned.data = copy;
+    const dsv4_tensor_view *orig = L->attn_sink;
+    L->attn_sink = &poisoned;
+    dsv4_session_options o;
+    dsv4_session_options_default(&o);
+    o.max_batch = 2;
+    dsv4_session *s = NULL;
+    dsv4_status st = dsv4_session_create(m, &o, &s);
+    L->attn_sink = orig;
+    free(copy);
+    CHECK_OK(st);
+    int32_t ids[3] = {4, 5, 6}, bad_ids[2] = {7, 100000};
+    int seqs_ok[2] = {1, 0}, seqs_bad[2] = {1, 7};
+    /* validation happens before any sequence runs */
+    CHECK_STATUS(dsv4_session_decode(s, 2, seqs_bad, ids, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dsv4_session_decode(s, 2, seqs_ok, bad_ids, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK(dsv4_session_length(s, 0) == 0 && dsv4_session_length(s, 1) == 0);
+    /* a computation failure marks the sequence broken until reset */
+    CHECK_STATUS(dsv4_session_forward(s, 0, ids, 3, NULL), DSV4_ERR_NONFINITE);
+    CHECK_STATUS(dsv4_session_forward(s, 0, ids, 1, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dsv4_last_error(), "reset"));
+    CHECK_OK(dsv4_session_reset(s, 0));
+    CHECK_STATUS(dsv4_session_forward(s, 0, ids, 3, NULL), DSV4_ERR_NONFINITE); /* the model is still poisoned */
+    dsv4_session_free(s);
+    dsv4_model_close(m);
+}
+
+TEST(api_rejects_null_arguments) {
+    dsv4_model *m = NULL;
+    CHECK_STATUS(dsv4_model_open(fixture_tiny_dir(DSV4_TINY_HF, 1), NULL), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dsv4_model_open(NULL, &m), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dsv4_session_create(NULL, NULL, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    dsv4_session *s = NULL;
+    CHECK_STATUS(dsv4_session_create(NULL, NULL, &s), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(dsv4_inspect_dir(fixture_tiny_dir(DSV4_TINY_HF, 1), NULL), DSV4_ERR_INVALID_ARGUMENT);
+    dsv4_session_options_default(NULL); /* must not crash */
+    CHECK_STATUS(dsv4_session_forward(NULL, 0, NULL, 1, NULL), DSV4_ERR_INVALID_ARGUMENT);
+}

@@ -229,3 +229,30 @@ TEST(cli_make_tiny_and_inspect) {
     CHECK(test_system("./build/dsv4 inspect '%s/nonexistent' 2>/dev/null", dir) != 0);
     CHECK(test_system("./build/dsv4 make-tiny '%s/x' --scheme bogus 2>/dev/null", dir) != 0);
 }
+
+TEST(model_open_rejects_nan_parameters_that_only_steer_choices) {
+    const float nan_f = NAN;
+    /* a NaN router bias would silently make expert 0 win every selection */
+    mutation mu = {.corrupt = "layers.1.ffn.gate.bias", .bytes = (const uint8_t *)&nan_f, .n_bytes = 4};
+    CHECK_MUTATION(mu, DSV4_ERR_NONFINITE, "layers.1.ffn.gate.bias");
+}
+
+/* NaN bytes inside an FP8 weight are found when the weight is expanded, and named. */
+TEST(forward_reports_nan_in_fp8_weight_payload) {
+    const uint8_t nan_e4m3 = 0x7f;
+    mutation mu = {.corrupt = "layers.0.attn.wq_a.weight", .bytes = &nan_e4m3, .n_bytes = 1};
+    const char *dst = test_tmpdir();
+    CHECK_OK(fixture_write_mutated(fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), dst, &mu));
+    dsv4_model *m;
+    CHECK_OK(dsv4_model_open(dst, &m));
+    dsv4_session *s;
+    CHECK_OK(dsv4_session_create(m, NULL, &s));
+    int32_t ids[2] = {3, 4};
+    dsv4_status st = dsv4_session_forward(s, 0, ids, 2, NULL);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", dsv4_last_error());
+    dsv4_session_free(s);
+    dsv4_model_close(m);
+    CHECK_STATUS(st, DSV4_ERR_NONFINITE);
+    CHECK_MSG(strstr(msg, "layer 0") && strstr(msg, "layers.0.attn.wq_a.weight"), "message: %s", msg);
+}

@@ -1,6 +1,8 @@
 #include "cpu/linear.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,17 +20,36 @@ typedef struct {
     int64_t ldx;            /* floats between tokens of x */
     int64_t rows_per_group; /* output rows that share one cols-wide slice of a token's x */
     float *y;
-    dsv4_status st; /* first failure of any task (written under no lock: any one is fine) */
+    /* the first failure of any worker, with its message (last errors are per thread) */
+    pthread_mutex_t lock;
+    dsv4_status st;
+    char msg[512];
 } linear_job;
+
+static void job_failed(linear_job *job, dsv4_status st) {
+    pthread_mutex_lock(&job->lock);
+    if (job->st == DSV4_OK) {
+        job->st = st;
+        snprintf(job->msg, sizeof job->msg, "%s", st == DSV4_ERR_OUT_OF_MEMORY ? "out of memory" : dsv4_last_error());
+    }
+    pthread_mutex_unlock(&job->lock);
+}
 
 static void linear_rows(void *ctx, int64_t r_begin, int64_t r_end) {
     linear_job *job = ctx;
     const int64_t K = job->w->cols, N = job->w->rows;
     float *wrow = malloc((size_t)(LINEAR_ROW_BLOCK * K) * sizeof *wrow);
-    if (!wrow) { job->st = DSV4_ERR_OUT_OF_MEMORY; return; }
+    if (!wrow) {
+        job_failed(job, DSV4_ERR_OUT_OF_MEMORY);
+        return;
+    }
     for (int64_t r0 = r_begin; r0 < r_end; r0 += LINEAR_ROW_BLOCK) {
         int64_t nr = r_end - r0 < LINEAR_ROW_BLOCK ? r_end - r0 : LINEAR_ROW_BLOCK;
-        if (dsv4_weight_dequantize_rows(job->w, r0, nr, wrow) != DSV4_OK) { job->st = DSV4_ERR_INTERNAL; break; }
+        dsv4_status st = dsv4_weight_dequantize_rows(job->w, r0, nr, wrow);
+        if (st != DSV4_OK) { /* e.g. a NaN byte in an FP8 weight, named with its row and column */
+            job_failed(job, st);
+            break;
+        }
         for (int64_t t = 0; t < job->T; t++) {
             for (int64_t i = 0; i < nr; i++) {
                 const float *xt = job->x + t * job->ldx + (r0 + i) / job->rows_per_group * K;
@@ -77,12 +98,12 @@ dsv4_status dsv4_cpu_linear_grouped(const dsv4_weight *w, int groups, const floa
         if (st != DSV4_OK) { free(xq); return st; }
         x = xq;
     }
-    linear_job job = {w, x, T, ldx, w->rows / groups, y, DSV4_OK};
+    linear_job job = {.w = w, .x = x, .T = T, .ldx = ldx, .rows_per_group = w->rows / groups, .y = y, .st = DSV4_OK};
+    pthread_mutex_init(&job.lock, NULL);
     dsv4_parallel_for(w->rows, LINEAR_ROW_BLOCK, linear_rows, &job);
+    pthread_mutex_destroy(&job.lock);
     free(xq);
-    if (job.st != DSV4_OK)
-        return job.st == DSV4_ERR_OUT_OF_MEMORY ? dsv4_fail(job.st, "linear %s: out of memory", what)
-                                                : dsv4_fail(job.st, "linear %s: dequantize failed", what);
+    if (job.st != DSV4_OK) return dsv4_fail(job.st, "linear %s: %s", what, job.msg);
     return DSV4_OK;
 }
 

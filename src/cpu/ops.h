@@ -5,7 +5,9 @@
  * over DeepSeek's own reference). Conventions shared by every function here:
  *   - Tensors are dense row-major fp32 arrays; the shapes in comments are [outer, ..., inner].
  *   - "T" is the number of tokens in the call; token t has absolute position pos[t].
- *   - Weights of linears are fp32 matrices [out, in] (already dequantized); y = x · Wᵀ.
+ *   - Linears take a dsv4_weight in its stored format (NVFP4, MXFP4, FP8 block-128, BF16,
+ *     F32; expanded row by row, exactly) through dsv4_cpu_linear (cpu/linear.h); y = x · Wᵀ.
+ *     dsv4_cpu_matmul is the plain fp32 product the other ops build on.
  *   - Outputs are caller-allocated and may not alias inputs unless a comment says so.
  *   - Scratch space is malloc'ed inside; failure returns DSV4_ERR_OUT_OF_MEMORY.
  *   - Bad sizes return DSV4_ERR_SHAPE, bad indices DSV4_ERR_RANGE, NULL pointers

@@ -32,6 +32,7 @@ typedef struct layer_state {
 
 typedef struct seq_state {
     int len;
+    int broken; /* a call failed part-way: some layers' state moved on, others did not */
     layer_state *layers;
 } seq_state;
 
@@ -46,6 +47,7 @@ struct dsv4_session {
 };
 
 void dsv4_session_options_default(dsv4_session_options *o) {
+    if (!o) return;
     memset(o, 0, sizeof *o);
     o->numerics = DSV4_W4A16;
     o->max_batch = 1;
@@ -174,6 +176,7 @@ void dsv4_session_free(dsv4_session *s) {
 }
 
 dsv4_status dsv4_session_create(const dsv4_model *m, const dsv4_session_options *o, dsv4_session **out) {
+    if (!out) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "dsv4_session_create: NULL output pointer");
     *out = NULL;
     if (!m) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "dsv4_session_create: no model");
     dsv4_session_options def;
@@ -228,7 +231,9 @@ dsv4_status dsv4_session_reset(dsv4_session *s, int seq) {
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "session reset: sequence %d outside [0, %d)", seq,
                          s ? s->opt.max_batch : 0);
     free_seq(s, &s->seqs[seq]);
-    return init_seq(s, &s->seqs[seq]);
+    dsv4_status st = init_seq(s, &s->seqs[seq]);
+    s->seqs[seq].broken = st != DSV4_OK; /* half-built state must not be used */
+    return st;
 }
 
 int dsv4_session_length(const dsv4_session *s, int seq) {
@@ -267,13 +272,16 @@ static dsv4_status check_finite(const float *x, size_t n, int layer, const char 
     return DSV4_OK;
 }
 
-#define STEP(expr, op)                                                                  \
-    do {                                                                                \
-        if (st == DSV4_OK) {                                                            \
-            st = (expr);                                                                \
-            if (st != DSV4_OK && st != DSV4_ERR_NONFINITE)                              \
-                dsv4_fail_context(st, "layer %d, %s", layer, op);                       \
-        }                                                                               \
+/* Adds "layer L, op: " to a failure's message unless an inner step already named its layer. */
+static dsv4_status in_layer(dsv4_status st, int layer, const char *op) {
+    if (st != DSV4_OK && strncmp(dsv4_last_error(), "layer ", 6) != 0)
+        dsv4_fail_context(st, "layer %d, %s", layer, op);
+    return st;
+}
+
+#define STEP(expr, op)                                  \
+    do {                                                \
+        if (st == DSV4_OK) st = in_layer((expr), layer, (op)); \
     } while (0)
 #define FINITE(buf, n, op) STEP(check_finite((buf), (size_t)(n), layer, (op)), (op))
 
@@ -350,18 +358,18 @@ static dsv4_status attention(dsv4_session *s, int layer, layer_state *ls, int T,
     int c_k = 0;
     if (L->attn_type != DSV4_ATTN_SLIDING) {
         dsv4_cpu_compress_params cp = {p->comp_ape, p->comp_norm, s->inv_freq_compress};
-        if (st == DSV4_OK)
-            st = compress_tokens(s, layer, &L->compressor, &cp, &ls->comp, T, xn, ls->entries, Dh, ls->cap,
-                                 &ls->n_entries, "compressor");
+        STEP(compress_tokens(s, layer, &L->compressor, &cp, &ls->comp, T, xn, ls->entries, Dh, ls->cap,
+                             &ls->n_entries, "compressor"),
+             "compressor");
     }
     if (L->attn_type == DSV4_ATTN_CSA) {
         /* lightning indexer: its own compressor over the same windows, then top-k per query */
         const int IH = c->index_n_heads, Di = c->index_head_dim;
         float *qi = scratch_f32(&a, (size_t)T * IH * Di, &st), *wr = scratch_f32(&a, (size_t)T * IH, &st);
         dsv4_cpu_compress_params ip = {p->icomp_ape, p->icomp_norm, s->inv_freq_compress};
-        if (st == DSV4_OK)
-            st = compress_tokens(s, layer, &L->index_compressor, &ip, &ls->icomp, T, xn, ls->ientries, Di, ls->cap,
-                                 &ls->n_ientries, "indexer compressor");
+        STEP(compress_tokens(s, layer, &L->index_compressor, &ip, &ls->icomp, T, xn, ls->ientries, Di, ls->cap,
+                             &ls->n_ientries, "indexer compressor"),
+             "indexer compressor");
         STEP(dsv4_cpu_linear(&L->index_wq_b, qr, T, qi, mode), "indexer wq_b");
         STEP(dsv4_cpu_rope(qi, T, IH, Di, R, pos, s->inv_freq_compress, 0), "indexer q rope");
         STEP(dsv4_cpu_linear(&L->index_weights_proj, xn, T, wr, mode), "indexer weights_proj");
@@ -439,7 +447,7 @@ static dsv4_status decoder_layer(dsv4_session *s, int layer, layer_state *ls, in
         const float *scale = site ? p->hc_ffn_scale : p->hc_attn_scale;
         STEP(dsv4_cpu_hc_pre(&hd, T, X, fn, base, scale, x, post, comb), site ? "mHC pre (ffn)" : "mHC pre (attn)");
         STEP(dsv4_cpu_rmsnorm(x, x, site ? p->ffn_norm : p->attn_norm, T, D, eps), site ? "ffn_norm" : "attn_norm");
-        if (st == DSV4_OK) st = site ? moe(s, layer, T, ids, x, y) : attention(s, layer, ls, T, pos, x, y);
+        STEP(site ? moe(s, layer, T, ids, x, y) : attention(s, layer, ls, T, pos, x, y), site ? "moe" : "attention");
         /* the oracle runs in fp32, where HF's casts of post/comb are no-ops */
         STEP(dsv4_cpu_hc_post(&hd, T, X, y, post, comb, DSV4_CPU_HC_MERGE_FP32, X2), "mHC post");
         FINITE(X2, (size_t)T * hc * D, site ? "mHC post (ffn)" : "mHC post (attn)");
@@ -449,22 +457,31 @@ static dsv4_status decoder_layer(dsv4_session *s, int layer, layer_state *ls, in
     return st;
 }
 
-dsv4_status dsv4_session_forward(dsv4_session *s, int seq, const int32_t *ids, int n, float *logits) {
-    if (!s || !ids || n < 1)
-        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "forward: need a session and at least one token");
+/* Everything that can be wrong with a call is checked before anything runs. */
+static dsv4_status check_tokens(const dsv4_session *s, int seq, const int32_t *ids, int n, const char *op) {
     if (seq < 0 || seq >= s->opt.max_batch)
-        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "forward: sequence %d outside the session's batch of %d", seq,
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "%s: sequence %d outside the session's batch of %d", op, seq,
                          s->opt.max_batch);
+    const seq_state *q = &s->seqs[seq];
+    if (q->broken)
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT,
+                         "%s: sequence %d failed part-way through an earlier call; reset it before using it again", op,
+                         seq);
+    if (n > s->opt.max_seq_len - q->len)
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "%s: sequence %d would reach %d tokens, past the session's "
+                         "max_seq_len %d", op, seq, q->len + n, s->opt.max_seq_len);
+    const int V = s->m->cfg.vocab_size;
+    for (int t = 0; t < n; t++)
+        if (ids[t] < 0 || ids[t] >= V)
+            return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "%s: token %d (index %d) outside the vocabulary [0, %d)", op,
+                             ids[t], t, V);
+    return DSV4_OK;
+}
+
+/* The forward pass proper; the call was validated. */
+static dsv4_status run_tokens(dsv4_session *s, int seq, const int32_t *ids, int n, float *logits) {
     const dsv4_config *c = &s->m->cfg;
     seq_state *q = &s->seqs[seq];
-    if (n > s->opt.max_seq_len - q->len)
-        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT,
-                         "forward: sequence %d would reach %d tokens, past the session's max_seq_len %d", seq,
-                         q->len + n, s->opt.max_seq_len);
-    for (int t = 0; t < n; t++)
-        if (ids[t] < 0 || ids[t] >= c->vocab_size)
-            return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "forward: token %d (index %d) outside the vocabulary [0, %d)",
-                             ids[t], t, c->vocab_size);
     const int D = c->hidden_size, hc = c->hc_mult, T = n;
     int layer = -1; /* for STEP messages outside the layers */
     dsv4_status st = DSV4_OK;
@@ -491,8 +508,16 @@ dsv4_status dsv4_session_forward(dsv4_session *s, int seq, const int32_t *ids, i
         FINITE(logits, (size_t)T * c->vocab_size, "logits");
     }
     if (st == DSV4_OK) q->len += n;
+    else q->broken = 1;
     scratch_free(&a);
     return st;
+}
+
+dsv4_status dsv4_session_forward(dsv4_session *s, int seq, const int32_t *ids, int n, float *logits) {
+    if (!s || !ids || n < 1)
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "forward: need a session and at least one token");
+    DSV4_TRY(check_tokens(s, seq, ids, n, "forward"));
+    return run_tokens(s, seq, ids, n, logits);
 }
 
 dsv4_status dsv4_session_decode(dsv4_session *s, int B, const int *seqs, const int32_t *ids, float *logits) {
@@ -505,8 +530,9 @@ dsv4_status dsv4_session_decode(dsv4_session *s, int B, const int *seqs, const i
         for (int j = 0; j < b; j++)
             if (seqs[b] == seqs[j])
                 return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "decode: sequence %d appears twice in one step", seqs[b]);
+    for (int b = 0; b < B; b++) DSV4_TRY(check_tokens(s, seqs[b], &ids[b], 1, "decode"));
     const int V = s->m->cfg.vocab_size;
     for (int b = 0; b < B; b++)
-        DSV4_TRY(dsv4_session_forward(s, seqs[b], &ids[b], 1, logits ? logits + (size_t)b * V : NULL));
+        DSV4_TRY(run_tokens(s, seqs[b], &ids[b], 1, logits ? logits + (size_t)b * V : NULL));
     return DSV4_OK;
 }

@@ -7,6 +7,7 @@
 #include "base/status.h"
 
 dsv4_status dsv4_model_open_ex(const char *dir, int lenient, dsv4_model **out) {
+    if (!out) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "dsv4_model_open: NULL output pointer");
     *out = NULL;
     if (!dir) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "dsv4_model_open: no directory given");
     dsv4_model *m = calloc(1, sizeof *m);
@@ -116,7 +117,7 @@ void dsv4_model_print(const dsv4_model *m, FILE *f) {
         human_bytes(b2, sizeof b2, (double)w->format_bytes[i]);
         fprintf(f, "          %-9s %6zu  %11s\n", dsv4_wformat_name((dsv4_wformat)i), w->format_count[i], b2);
     }
-    int n_unused = w->n_tensors - w->n_used;
+    int n_unused = w->n_unused;
     fprintf(f, "unused    %d tensor(s)%s\n", n_unused, n_unused ? ":" : "");
     for (int i = 0; i < n_unused && i < 20; i++) fprintf(f, "          %s\n", w->unused[i]);
     if (n_unused > 20) fprintf(f, "          ... and %d more\n", n_unused - 20);
@@ -137,6 +138,7 @@ dsv4_status dsv4_model_inspect(const dsv4_model *m, void *f) {
 }
 
 dsv4_status dsv4_inspect_dir(const char *dir, void *f) {
+    if (!f) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "dsv4_inspect_dir: NULL FILE*");
     dsv4_model *m;
     DSV4_TRY(dsv4_model_open_ex(dir, 1, &m));
     dsv4_model_print(m, (FILE *)f);

@@ -429,6 +429,13 @@ static dsv4_status write_text(const char *path, const char *text) {
 
 /* The formats need: NVFP4 blocks of 16 and MXFP4 blocks of 32 along every expert input. */
 static dsv4_status check_tiny_shape(const dsv4_config *c, dsv4_tiny_scheme scheme, const char *path) {
+    /* a test model: every tensor must stay far from size_t/int64 overflow and fit in memory */
+    const double D = c->hidden_size, V = c->vocab_size, I = c->moe_intermediate_size, E = c->n_routed_experts;
+    const double H = c->num_attention_heads, Dh = c->head_dim, hc = c->hc_mult;
+    const double biggest = fmax(fmax(V * D, E * 2 * I * D), fmax(H * Dh * fmax(c->q_lora_rank, D), (2 + hc) * hc * hc * D));
+    if (biggest > (double)(1u << 28))
+        return dsv4_fail(DSV4_ERR_CONFIG, "%s: make-tiny makes test models; a tensor of %.0f values is too large", path,
+                         biggest);
     int block = scheme == DSV4_TINY_NATIVE_MXFP4 ? 32 : 16;
     if (c->hidden_size % block || c->moe_intermediate_size % block)
         return dsv4_fail(DSV4_ERR_CONFIG, "%s: make-tiny needs hidden_size (%d) and moe_intermediate_size (%d) "

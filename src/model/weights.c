@@ -23,6 +23,7 @@ typedef struct binder {
     dsv4_weights *w;
     canon_entry *idx; /* sorted by name */
     int n;
+    int check_finite;  /* bind_param scans float parameters for NaN/Inf (not embed/head: too big) */
     dsv4_status first; /* first problem's status */
     char first_msg[512];
 } binder;
@@ -103,6 +104,32 @@ static int check_dtype(binder *b, const dsv4_tensor_view *t, unsigned allowed) {
     return 0;
 }
 
+/* A NaN in a parameter that only steers a choice (gate.bias picks experts) would never
+ * surface as a NaN activation, so parameters are checked when bound. */
+static int check_floats_finite(binder *b, const dsv4_tensor_view *t) {
+    if (t->dtype != DSV4_DT_F32 && t->dtype != DSV4_DT_BF16 && t->dtype != DSV4_DT_F16) return 1;
+    const int64_t n = dsv4_tensor_numel(t);
+    const uint8_t *p = t->data;
+    for (int64_t i = 0; i < n; i++) {
+        int bad;
+        if (t->dtype == DSV4_DT_F32) {
+            uint32_t u;
+            memcpy(&u, p + 4 * i, 4);
+            bad = (u & 0x7f800000u) == 0x7f800000u;
+        } else {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            bad = t->dtype == DSV4_DT_BF16 ? (h & 0x7f80u) == 0x7f80u : (h & 0x7c00u) == 0x7c00u;
+        }
+        if (bad) {
+            problem(b, DSV4_ERR_NONFINITE, "%s: tensor '%s' holds NaN/Inf at element %lld", t->file, t->name,
+                    (long long)i);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* A non-linear parameter (norm weight, hc_*, sink, ape, bias, table). */
 static const dsv4_tensor_view *bind_param(binder *b, const char *name, unsigned dtypes, int ndim, ...) {
     int64_t shape[DSV4_MAX_DIMS];
@@ -116,6 +143,7 @@ static const dsv4_tensor_view *bind_param(binder *b, const char *name, unsigned 
         return NULL;
     }
     if (!check_dtype(b, t, dtypes) || !check_shape(b, t, ndim, shape)) return NULL;
+    if (b->check_finite && !check_floats_finite(b, t)) return NULL;
     return t;
 }
 
@@ -458,7 +486,7 @@ static void free_index(binder *b) {
 
 dsv4_status dsv4_weights_bind(const dsv4_config *cfg, const dsv4_checkpoint *ck, int lenient, dsv4_weights *w) {
     memset(w, 0, sizeof *w);
-    binder b = {.cfg = cfg, .w = w, .first = DSV4_OK};
+    binder b = {.cfg = cfg, .w = w, .check_finite = 1, .first = DSV4_OK};
     int n = dsv4_ckpt_count(ck);
     w->problems = calloc(MAX_RECORDED_PROBLEMS, sizeof *w->problems);
     w->layers = calloc((size_t)cfg->num_hidden_layers, sizeof *w->layers);
@@ -496,8 +524,11 @@ dsv4_status dsv4_weights_bind(const dsv4_config *cfg, const dsv4_checkpoint *ck,
                     b.idx[i - 1].t->name, b.idx[i - 1].t->file, b.idx[i].t->name, b.idx[i].t->file, b.idx[i].name);
 
     const int64_t V = cfg->vocab_size, D = cfg->hidden_size, hc = cfg->hc_mult;
+    b.check_finite = 0;
     w->embed = bind_param(&b, "embed.weight", FLOATS, 2, V, D);
-    w->head = bind_param(&b, "head.weight", FLOATS, 2, V, D);
+    /* tied embeddings (HF's tie_word_embeddings): the output head is the embedding table */
+    w->head = cfg->tie_word_embeddings ? w->embed : bind_param(&b, "head.weight", FLOATS, 2, V, D);
+    b.check_finite = 1;
     w->norm = bind_param(&b, "norm.weight", FLOATS, 1, D);
     w->hc_head_fn = bind_param(&b, "hc_head_fn", FLOATS, 2, hc, hc * D);
     w->hc_head_base = bind_param(&b, "hc_head_base", FLOATS, 1, hc);
@@ -522,7 +553,7 @@ dsv4_status dsv4_weights_bind(const dsv4_config *cfg, const dsv4_checkpoint *ck,
     w->unused = calloc((size_t)n + 1, sizeof *w->unused);
     for (int i = 0; i < b.n && w->unused; i++) {
         if (b.idx[i].used) w->n_used++;
-        else w->unused[i - w->n_used] = b.idx[i].t->name;
+        else w->unused[w->n_unused++] = b.idx[i].t->name;
     }
     free_index(&b);
     if (!w->unused) {

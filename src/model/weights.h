@@ -61,7 +61,8 @@ typedef struct dsv4_weights {
     dsv4_layer_weights mtp;     /* mtp.0, valid when has_mtp */
     /* bookkeeping */
     int n_tensors, n_used;      /* checkpoint tensors, and those bound to a slot */
-    const char **unused;        /* names of unbound tensors (n_tensors - n_used) */
+    int n_unused;
+    const char **unused;        /* names of the indexed tensors bound to no slot */
     size_t format_count[DSV4_WF_COUNT], format_bytes[DSV4_WF_COUNT];
     size_t total_bytes;         /* all tensor bytes in the checkpoint */
     int n_linears, cap_linears;
