@@ -7,7 +7,7 @@ checkpoints with `dsv4 make-tiny` and the same seed: `hf` (F32 values under HF's
 HF loads) and `native-nvfp4` (the same values stored as NVFP4 experts + FP8 block-128
 linears, what dsv4 runs). HF runs in fp32 on the CPU. Compared: logits at every position,
 greedy decode of 64 tokens, chunked prefill + decode, and the W4A4 cosine. Results go to
-$OUT/results_<config>.json; the tiny config's ids and HF logits to $OUT/golden_tiny.safetensors
+$OUT/results_<config>.json; each config's ids and HF logits to $OUT/golden_<config>.safetensors
 (committed as tests/golden/ so that CI compares the CPU forward with HF on every run).
 """
 import json, os, subprocess, sys, tempfile, time
@@ -134,10 +134,15 @@ def run_config(name, cfg_path, n_prompt, n_new, tmp):
     }
     res["pass"] = (res["positions_passing"] == n_prompt and res["greedy_identical"]
                    and res["chunked_prefill_equals_one_shot"] and res["greedy_chunked_identical"])
-    if name == "tiny":
-        save_file({"ids": np.array(ids, dtype=np.int32), "logits": ref.astype(np.float32)},
-                  os.path.join(OUT, "golden_tiny.safetensors"),
-                  metadata={"make_tiny": f"--scheme hf --seed {SEED}", "source": "HF transformers deepseek_v4, fp32, CPU"})
+    # golden logits for CI: every position of short prompts; for long ones every 8th and the
+    # last 32 (enough to see every window kind close, small enough to commit)
+    keep = np.arange(n_prompt) if n_prompt <= 128 else np.unique(np.concatenate(
+        [np.arange(0, n_prompt, 8), np.arange(n_prompt - 32, n_prompt)]))
+    save_file({"ids": np.array(ids, dtype=np.int32), "positions": keep.astype(np.int32),
+               "logits": np.ascontiguousarray(ref[keep].astype(np.float32))},
+              os.path.join(OUT, f"golden_{name}.safetensors"),
+              metadata={"make_tiny_seed": str(SEED), "config": os.path.relpath(cfg_path, os.path.dirname(os.path.dirname(HERE))) if cfg_path else "",
+                        "source": "HF transformers deepseek_v4, fp32, CPU"})
     return res
 
 
