@@ -7,6 +7,7 @@
 #include "dsv4.h"
 #include "engine/sampler.h"
 #include "format/safetensors.h"
+#include "model/model.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -17,6 +18,7 @@ static void usage(FILE *f) {
             "  dsv4 generate --model DIR --ids 1,2,3 [-n 32] [--temperature T] [--top-p P] [--seed N]\n"
             "                [--numerics w4a16|w4a4] [--chunk N]\n"
             "  dsv4 logits --model DIR --ids 1,2,3 --out FILE.safetensors [--numerics w4a16|w4a4] [--chunk N]\n"
+            "  dsv4 verify --model DIR --ids 1,2,3 [--numerics w4a16|w4a4]\n"
             "  dsv4 convert SRC DST [--experts keep|nvfp4] [--dense keep|nvfp4] [--lossy-mxfp4] [--shard-mb N]\n"
             "  dsv4 version\n",
             dsv4_version());
@@ -221,6 +223,33 @@ static int cmd_run(int argc, char **argv, int generate) {
     return st == DSV4_OK ? 0 : fail(st);
 }
 
+/* Per-layer agreement of a numerics mode with the W4A16 reference. */
+static int cmd_verify(int argc, char **argv) {
+    run_args a;
+    int rc = parse_run_args(argc, argv, &a, "verify");
+    if (rc) return rc;
+    int32_t *ids = NULL;
+    int n = parse_ids(a.ids_text, &ids);
+    if (n < 0) { fprintf(stderr, "dsv4 verify: --ids must be comma-separated token ids\n"); return 2; }
+    dsv4_model *m = NULL;
+    dsv4_status st = dsv4_model_open(a.model, &m);
+    dsv4_verify_row rows[DSV4_MAX_LAYERS + 1];
+    int n_rows = 0;
+    if (st == DSV4_OK) st = dsv4_verify(m, a.numerics, ids, n, rows, DSV4_MAX_LAYERS + 1, &n_rows);
+    if (st == DSV4_OK) {
+        printf("%s vs CPU W4A16 reference, %d tokens\nlayer   min cosine   max |d|/max|ref|\n",
+               a.numerics == DSV4_W4A4 ? "CPU W4A4" : "CPU W4A16", n);
+        for (int i = 0; i < n_rows; i++) {
+            if (rows[i].layer >= 0) printf("%5d", rows[i].layer);
+            else printf("logit");
+            printf("   %.9f   %.3g\n", rows[i].cosine_min, rows[i].rel_err_max);
+        }
+    }
+    free(ids);
+    dsv4_model_close(m);
+    return st == DSV4_OK ? 0 : fail(st);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 2; }
     const char *cmd = argv[1];
@@ -228,6 +257,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "generate")) return cmd_run(argc - 2, argv + 2, 1);
     if (!strcmp(cmd, "convert")) return cmd_convert(argc - 2, argv + 2);
+    if (!strcmp(cmd, "verify")) return cmd_verify(argc - 2, argv + 2);
     if (!strcmp(cmd, "logits")) return cmd_run(argc - 2, argv + 2, 0);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("dsv4 %s (CUDA %s)\n", dsv4_version(), dsv4_has_cuda() ? "yes" : "no");

@@ -44,7 +44,14 @@ struct dsv4_session {
     dsv4_weight head;
     float *final_norm, *hc_head_fn, *hc_head_base, *hc_head_scale;
     seq_state *seqs;
+    dsv4_layer_observer observe; /* verify: sees each layer's residual streams */
+    void *observe_ctx;
 };
+
+void dsv4_session_observe_layers(dsv4_session *s, dsv4_layer_observer fn, void *ctx) {
+    s->observe = fn;
+    s->observe_ctx = ctx;
+}
 
 void dsv4_session_options_default(dsv4_session_options *o) {
     if (!o) return;
@@ -497,8 +504,10 @@ static dsv4_status run_tokens(dsv4_session *s, int seq, const int32_t *ids, int 
         dsv4_dense_to_f32(emb->dtype, (const char *)emb->data + (size_t)ids[t] * D * esz, (size_t)D, xt);
         for (int j = 1; j < hc; j++) memcpy(xt + (size_t)j * D, xt, sizeof(float) * D);
     }
-    for (layer = 0; st == DSV4_OK && layer < c->num_hidden_layers; layer++)
+    for (layer = 0; st == DSV4_OK && layer < c->num_hidden_layers; layer++) {
         st = decoder_layer(s, layer, &q->layers[layer], T, pos, ids, X);
+        if (st == DSV4_OK && s->observe) s->observe(s->observe_ctx, layer, T, X, hc * D);
+    }
     layer = c->num_hidden_layers;
     const dsv4_cpu_hc_dims hd = {hc, D, c->hc_sinkhorn_iters, (float)c->hc_eps, (float)c->rms_norm_eps};
     if (logits) {
