@@ -35,7 +35,7 @@ OBJ    += $(SRC_CU:%.cu=$(BUILD)/obj/%.o)
 LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 endif
 
-TEST_SRC := tests/runner.c tests/fixtures.c $(sort $(wildcard tests/test_*.c))
+TEST_SRC := tests/runner.c tests/fixtures.c tests/gpu_harness.c $(sort $(wildcard tests/test_*.c))
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
 LIB_A  := $(BUILD)/libdsv4.a

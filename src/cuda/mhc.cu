@@ -1,0 +1,309 @@
+// Fused mHC kernels (header: mhc.h; CPU reference: src/cpu/mhc.c).
+//
+// hc_pre, launch 1 (k_hc_mix_partial): the hc*D values of a token are split into n_chunks
+// chunks; block (chunk, token tile) reads its slice of X for TT tokens and of all
+// (2+hc)*hc rows of fn, and writes per-token partial sums of x^2 and of x*fn[j] to the
+// workspace. Splitting along hc*D is what spreads the fn read (1.5 MB at V4-Flash shapes,
+// the dominant bytes of a decode step's mHC) over the whole GPU when T is 1.
+// hc_pre, launch 2 (k_hc_pre_finish, one block per token): adds the partials in chunk order
+// (deterministic), applies the RMS factor, one thread does the sigmoids and Sinkhorn (16
+// values for hc = 4: cheaper than any parallel scheme), then the block collapses the streams
+// into shared memory, reduces the sum of squares and emits the weighted RMSNorm (+ NVFP4).
+// hc_post: one thread per (token, element), all hc output streams.
+#include <limits.h>
+
+#include "cuda/common.cuh"
+#include "cuda/mhc.h"
+#include "cuda/nvfp4.cuh"
+
+#define MIX_THREADS 128 // 4 warps; the partial reduction below assumes it
+#define MIX_TT 4        // tokens per block of the projection kernel
+#define FINISH_THREADS 256
+#define POST_THREADS 256
+#define MAX_HC 4
+
+static int hc_chunks(int64_t n, int T) {
+    // Aim for ~4 blocks per SM of a 132-SM H100 in total; at least 128 values per chunk.
+    int64_t tiles = (T + MIX_TT - 1) / MIX_TT, max_chunks = (n + MIX_THREADS - 1) / MIX_THREADS;
+    int64_t c = (528 + tiles - 1) / tiles;
+    if (c > max_chunks) c = max_chunks;
+    return c < 1 ? 1 : (int)c;
+}
+
+template <int HC>
+__global__ void __launch_bounds__(MIX_THREADS) k_hc_mix_partial(const void *X, int x_dtype, int T, int n,
+                                                                 const float *fn, int n_chunks, int chunk,
+                                                                 float *partial) {
+    constexpr int NMIX = (2 + HC) * HC, NV = NMIX + 1; // NV-th value: sum of squares
+    __shared__ float red[MIX_TT * NV][MIX_THREADS / 32];
+    const int t0 = blockIdx.y * MIX_TT;
+    const int k0 = blockIdx.x * chunk, k1 = min(n, k0 + chunk);
+    float acc[MIX_TT][NV];
+#pragma unroll
+    for (int t = 0; t < MIX_TT; t++)
+#pragma unroll
+        for (int v = 0; v < NV; v++) acc[t][v] = 0.0f;
+    for (int k = k0 + threadIdx.x; k < k1; k += MIX_THREADS) {
+        float xv[MIX_TT];
+#pragma unroll
+        for (int t = 0; t < MIX_TT; t++) {
+            xv[t] = t0 + t < T ? load_elem(X, x_dtype, (int64_t)(t0 + t) * n + k) : 0.0f;
+            acc[t][NMIX] = f_add(acc[t][NMIX], f_mul(xv[t], xv[t]));
+        }
+#pragma unroll
+        for (int j = 0; j < NMIX; j++) {
+            float f = fn[(int64_t)j * n + k];
+#pragma unroll
+            for (int t = 0; t < MIX_TT; t++) acc[t][j] = f_add(acc[t][j], f_mul(xv[t], f));
+        }
+    }
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+    for (int t = 0; t < MIX_TT; t++)
+#pragma unroll
+        for (int v = 0; v < NV; v++) {
+            float s = acc[t][v];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) s = f_add(s, __shfl_xor_sync(0xffffffffu, s, o));
+            if (lane == 0) red[t * NV + v][warp] = s;
+        }
+    __syncthreads();
+    for (int i = threadIdx.x; i < MIX_TT * NV; i += MIX_THREADS) {
+        int t = i / NV, v = i % NV;
+        if (t0 + t < T) {
+            float s = f_add(f_add(red[i][0], red[i][1]), f_add(red[i][2], red[i][3]));
+            partial[((int64_t)(t0 + t) * n_chunks + blockIdx.x) * NV + v] = s;
+        }
+    }
+}
+
+__device__ __forceinline__ float sigmoid_ref(float x) { return f_div(1.0f, f_add(1.0f, expf(-x))); }
+
+// dsv4_cpu_hc_sinkhorn, operation for operation (c in registers: HC is a constant).
+template <int HC>
+__device__ void sinkhorn(float c[HC * HC], int iters, float eps) {
+#pragma unroll
+    for (int i = 0; i < HC; i++) {
+        float mx = c[i * HC];
+#pragma unroll
+        for (int j = 1; j < HC; j++) mx = fmaxf(mx, c[i * HC + j]);
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < HC; j++) {
+            c[i * HC + j] = expf(c[i * HC + j] - mx);
+            sum = f_add(sum, c[i * HC + j]);
+        }
+#pragma unroll
+        for (int j = 0; j < HC; j++) c[i * HC + j] = f_add(f_div(c[i * HC + j], sum), eps);
+    }
+    for (int it = 0; it < iters; it++) {
+        if (it > 0) {
+#pragma unroll
+            for (int i = 0; i < HC; i++) {
+                float s = 0.0f;
+#pragma unroll
+                for (int j = 0; j < HC; j++) s = f_add(s, c[i * HC + j]);
+#pragma unroll
+                for (int j = 0; j < HC; j++) c[i * HC + j] = f_div(c[i * HC + j], f_add(s, eps));
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < HC; j++) {
+            float s = 0.0f;
+#pragma unroll
+            for (int i = 0; i < HC; i++) s = f_add(s, c[i * HC + j]);
+#pragma unroll
+            for (int i = 0; i < HC; i++) c[i * HC + j] = f_div(c[i * HC + j], f_add(s, eps));
+        }
+    }
+}
+
+typedef struct hc_finish_args {
+    const void *X;
+    int x_dtype, T, D, n_chunks, iters;
+    const float *partial, *base, *scale;
+    float rms_eps, hc_eps;
+    float *post, *comb, *x_out;
+    const float *w;
+    float w_eps;
+    void *y;
+    int y_dtype;
+    nvfp4_dst q;
+} hc_finish_args;
+
+template <int HC>
+__global__ void __launch_bounds__(FINISH_THREADS) k_hc_pre_finish(hc_finish_args a) {
+    constexpr int NMIX = (2 + HC) * HC, NV = NMIX + 1;
+    extern __shared__ float xs[]; // [D] collapsed x
+    __shared__ float sh[33], sums[NV], pre_s[HC];
+    const int t = blockIdx.x;
+    if (t >= a.T) { // padding row of a swizzled scale layout
+        nvfp4_zero_pad(&a.q, t, a.D / 16, 1);
+        return;
+    }
+    if (threadIdx.x < NV) {
+        float s = 0.0f;
+        const float *p = a.partial + (int64_t)t * a.n_chunks * NV + threadIdx.x;
+        for (int c = 0; c < a.n_chunks; c++) s = f_add(s, p[(int64_t)c * NV]);
+        sums[threadIdx.x] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const float n = (float)(HC * a.D);
+        const float inv = f_div(1.0f, f_sqrt(f_add(f_div(sums[NMIX], n), a.rms_eps)));
+        float c[HC * HC];
+#pragma unroll
+        for (int j = 0; j < HC; j++) {
+            float pre = f_add(sigmoid_ref(f_add(f_mul(f_mul(sums[j], inv), a.scale[0]), a.base[j])), a.hc_eps);
+            pre_s[j] = pre;
+            float po = f_mul(2.0f, sigmoid_ref(f_add(f_mul(f_mul(sums[HC + j], inv), a.scale[1]), a.base[HC + j])));
+            a.post[(int64_t)t * HC + j] = po;
+        }
+#pragma unroll
+        for (int i = 0; i < HC * HC; i++)
+            c[i] = f_add(f_mul(f_mul(sums[2 * HC + i], inv), a.scale[2]), a.base[2 * HC + i]);
+        sinkhorn<HC>(c, a.iters, a.hc_eps);
+#pragma unroll
+        for (int i = 0; i < HC * HC; i++) a.comb[(int64_t)t * HC * HC + i] = c[i];
+    }
+    __syncthreads();
+    float ss = 0.0f;
+    for (int e = threadIdx.x; e < a.D; e += blockDim.x) {
+        float acc = 0.0f; // the CPU's order: streams 0..hc-1 from 0
+#pragma unroll
+        for (int j = 0; j < HC; j++)
+            acc = f_add(acc, f_mul(pre_s[j], load_elem(a.X, a.x_dtype, ((int64_t)t * HC + j) * a.D + e)));
+        xs[e] = acc;
+        if (a.x_out) a.x_out[(int64_t)t * a.D + e] = acc;
+        ss = f_add(ss, f_mul(acc, acc));
+    }
+    if (!a.y && !a.q.q) return; // uniform across the block: only the collapse was asked for
+    ss = block_reduce(ss, sh, 0); // its barriers also publish xs
+    const float inv2 = f_div(1.0f, f_sqrt(f_add(f_div(ss, (float)a.D), a.w_eps)));
+    emit_norm_row(xs, a.D, inv2, a.w, a.y, a.y_dtype, &a.q, t, sh);
+}
+
+template <int HC>
+__global__ void __launch_bounds__(POST_THREADS) k_hc_post(const void *X, int x_dtype, const void *y, int y_dtype,
+                                                           const float *post, const float *comb, int merge_fp32, int D,
+                                                           void *X_out) {
+    const int t = blockIdx.y;
+    const int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= D) return;
+    float pw[HC], cw[HC * HC], xv[HC];
+#pragma unroll
+    for (int k = 0; k < HC; k++) {
+        float p = post[(int64_t)t * HC + k];
+        pw[k] = merge_fp32 ? p : bf16_round(p);
+        xv[k] = load_elem(X, x_dtype, ((int64_t)t * HC + k) * D + e);
+    }
+#pragma unroll
+    for (int i = 0; i < HC * HC; i++) {
+        float c = comb[(int64_t)t * HC * HC + i];
+        cw[i] = merge_fp32 ? c : bf16_round(c);
+    }
+    const float yv = load_elem(y, y_dtype, (int64_t)t * D + e);
+#pragma unroll
+    for (int k = 0; k < HC; k++) {
+        float acc = 0.0f; // sum over the FIRST index of comb, j ascending, as the CPU
+#pragma unroll
+        for (int j = 0; j < HC; j++) acc = f_add(acc, f_mul(cw[j * HC + k], xv[j]));
+        store_elem(X_out, x_dtype, ((int64_t)t * HC + k) * D + e, f_add(f_mul(pw[k], yv), acc));
+    }
+}
+
+static dsv4_status check_hc_dims(const char *op, const dsv4_cuda_hc_dims *d, int T) {
+    if (!d) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "%s: NULL dims", op);
+    if (T < 0 || d->hc < 1 || d->dim <= 0 || d->sinkhorn_iters < 1)
+        return dsv4_fail(DSV4_ERR_SHAPE, "%s: bad sizes T=%d hc=%d D=%d iters=%d", op, T, d->hc, d->dim,
+                         d->sinkhorn_iters);
+    if (d->hc > MAX_HC || d->dim > DSV4_CUDA_HC_MAX_DIM)
+        return dsv4_fail(DSV4_ERR_UNSUPPORTED, "%s: hc=%d D=%d not compiled (hc 1..%d, D <= %d)", op, d->hc, d->dim,
+                         MAX_HC, DSV4_CUDA_HC_MAX_DIM);
+    if (T > DSV4_CUDA_HC_MAX_T || (int64_t)T * d->hc * d->dim > (int64_t)INT_MAX)
+        return dsv4_fail(DSV4_ERR_SHAPE, "%s: T=%d too large (at most %d tokens, T*hc*D < 2^31)", op, T,
+                         DSV4_CUDA_HC_MAX_T);
+    return DSV4_OK;
+}
+
+extern "C" size_t dsv4_cuda_hc_pre_workspace_bytes(const dsv4_cuda_hc_dims *d, int T) {
+    if (!d || T <= 0 || d->hc < 1 || d->dim <= 0) return 0;
+    int nv = (2 + d->hc) * d->hc + 1;
+    return (size_t)T * (size_t)hc_chunks((int64_t)d->hc * d->dim, T) * (size_t)nv * sizeof(float);
+}
+
+template <int HC>
+static dsv4_status launch_pre(cudaStream_t stream, const dsv4_cuda_hc_dims *d, int T, const dsv4_cuda_hc_pre_args *a,
+                              const nvfp4_dst *q) {
+    const int n = HC * d->dim, n_chunks = hc_chunks(n, T), chunk = (n + n_chunks - 1) / n_chunks;
+    dim3 grid1((unsigned)n_chunks, (unsigned)((T + MIX_TT - 1) / MIX_TT));
+    k_hc_mix_partial<HC><<<grid1, MIX_THREADS, 0, stream>>>(a->X, (int)a->x_dtype, T, n, a->fn, n_chunks, chunk,
+                                                            (float *)a->workspace);
+    DSV4_CUDA_LAUNCHED("hc_pre: projection kernel");
+    hc_finish_args f;
+    f.X = a->X, f.x_dtype = (int)a->x_dtype, f.T = T, f.D = d->dim, f.n_chunks = n_chunks;
+    f.iters = d->sinkhorn_iters, f.partial = (const float *)a->workspace, f.base = a->base, f.scale = a->scale;
+    f.rms_eps = d->norm_eps, f.hc_eps = d->hc_eps, f.post = a->post, f.comb = a->comb, f.x_out = a->x;
+    f.w = a->norm_w, f.w_eps = a->norm_eps, f.y = a->y, f.y_dtype = (int)a->y_dtype, f.q = *q;
+    int grid2 = q->swizzled ? (T + 127) / 128 * 128 : T;
+    k_hc_pre_finish<HC><<<grid2, FINISH_THREADS, (size_t)d->dim * sizeof(float), stream>>>(f);
+    DSV4_CUDA_LAUNCHED("hc_pre: finish kernel");
+    return DSV4_OK;
+}
+
+extern "C" dsv4_status dsv4_cuda_hc_pre(cudaStream_t stream, const dsv4_cuda_hc_dims *d, int T,
+                                        const dsv4_cuda_hc_pre_args *a) {
+    DSV4_TRY(check_hc_dims("hc_pre", d, T));
+    if (!a || !a->X || !a->fn || !a->base || !a->scale || !a->post || !a->comb)
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "hc_pre: NULL argument");
+    if ((a->x_dtype != DSV4_CUDA_F32 && a->x_dtype != DSV4_CUDA_BF16) ||
+        (a->y && a->y_dtype != DSV4_CUDA_F32 && a->y_dtype != DSV4_CUDA_BF16))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "hc_pre: unknown dtype");
+    nvfp4_dst q = {NULL, NULL, NULL, 0, 0};
+    if (a->q) {
+        if (!a->q->q || !a->q->sf || !a->q->scale)
+            return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "hc_pre: NULL NVFP4 output pointer");
+        if (d->dim % 16) return dsv4_fail(DSV4_ERR_SHAPE, "hc_pre: NVFP4 output needs D a multiple of 16, got %d", d->dim);
+        if (a->q->mode != DSV4_ACT_SCALE_STATIC && a->q->mode != DSV4_ACT_SCALE_DYNAMIC_TOKEN)
+            return dsv4_fail(DSV4_ERR_UNSUPPORTED, "hc_pre: NVFP4 scale mode %d (only STATIC and DYNAMIC_TOKEN fuse)",
+                             (int)a->q->mode);
+        if (a->q->layout != DSV4_SF_LINEAR && a->q->layout != DSV4_SF_SWIZZLED)
+            return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "hc_pre: unknown scale layout %d", (int)a->q->layout);
+        if ((uintptr_t)a->q->q & 7) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "hc_pre: NVFP4 payload must be 8-byte aligned");
+        q.q = a->q->q, q.sf = a->q->sf, q.scale = a->q->scale;
+        q.mode = (int)a->q->mode, q.swizzled = a->q->layout == DSV4_SF_SWIZZLED;
+    }
+    if (T == 0) return DSV4_OK;
+    size_t need = dsv4_cuda_hc_pre_workspace_bytes(d, T);
+    if (!a->workspace || a->workspace_bytes < need)
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "hc_pre: workspace of %zu bytes given, %zu needed for T=%d",
+                         a->workspace ? a->workspace_bytes : 0, need, T);
+    switch (d->hc) {
+    case 1: return launch_pre<1>(stream, d, T, a, &q);
+    case 2: return launch_pre<2>(stream, d, T, a, &q);
+    case 3: return launch_pre<3>(stream, d, T, a, &q);
+    default: return launch_pre<4>(stream, d, T, a, &q);
+    }
+}
+
+extern "C" dsv4_status dsv4_cuda_hc_post(cudaStream_t stream, const dsv4_cuda_hc_dims *d, int T, const void *X,
+                                         dsv4_cuda_dtype x_dtype, const void *y, dsv4_cuda_dtype y_dtype,
+                                         const float *post, const float *comb, dsv4_cuda_hc_merge merge, void *X_out) {
+    DSV4_TRY(check_hc_dims("hc_post", d, T));
+    if (!X || !y || !post || !comb || !X_out) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "hc_post: NULL argument");
+    if ((x_dtype != DSV4_CUDA_F32 && x_dtype != DSV4_CUDA_BF16) || (y_dtype != DSV4_CUDA_F32 && y_dtype != DSV4_CUDA_BF16))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "hc_post: unknown dtype");
+    if (merge != DSV4_CUDA_HC_MERGE_BF16_WEIGHTS && merge != DSV4_CUDA_HC_MERGE_FP32)
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "hc_post: unknown merge mode %d", (int)merge);
+    if (T == 0) return DSV4_OK;
+    dim3 grid((unsigned)((d->dim + POST_THREADS - 1) / POST_THREADS), (unsigned)T);
+    int m = merge == DSV4_CUDA_HC_MERGE_FP32;
+    switch (d->hc) {
+    case 1: k_hc_post<1><<<grid, POST_THREADS, 0, stream>>>(X, (int)x_dtype, y, (int)y_dtype, post, comb, m, d->dim, X_out); break;
+    case 2: k_hc_post<2><<<grid, POST_THREADS, 0, stream>>>(X, (int)x_dtype, y, (int)y_dtype, post, comb, m, d->dim, X_out); break;
+    case 3: k_hc_post<3><<<grid, POST_THREADS, 0, stream>>>(X, (int)x_dtype, y, (int)y_dtype, post, comb, m, d->dim, X_out); break;
+    default: k_hc_post<4><<<grid, POST_THREADS, 0, stream>>>(X, (int)x_dtype, y, (int)y_dtype, post, comb, m, d->dim, X_out); break;
+    }
+    DSV4_CUDA_LAUNCHED("hc_post: kernel");
+    return DSV4_OK;
+}

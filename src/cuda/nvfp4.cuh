@@ -1,0 +1,299 @@
+// NVFP4 device helpers shared by quantize.cu, rmsnorm.cu and mhc.cu: number codecs written
+// as integer bit logic identical to src/format/fp.c, the 16-element block quantizer with the
+// exact fp32 operation order of src/cpu/quantize.c, the 128x4 scale swizzle, and block-wide
+// reductions.
+//
+// Why integer codecs: Hopper has no FP4 conversion instruction, and the e4m3 cvt's handling
+// of NaN/saturation would have to be proven identical; integer logic is identical by
+// construction and is also compiled for the host (the DSV4_HD functions), where a CPU test
+// compares it with src/format/fp.c over millions of inputs (tests/test_gpu_quantize.c).
+//
+// Why explicit __fmul_rn/__fdiv_rn: nvcc contracts a*b+c into one FMA by default, and the CPU
+// reference rounds every operation; the _rn intrinsics are never contracted.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define DSV4_HD static inline __host__ __device__
+
+// Kinds of element arrays the kernels read and write (values match dsv4_cuda_dtype).
+enum { DT_F32 = 0, DT_BF16 = 1 };
+
+// ---------------------------------------------------------------- exact fp32 arithmetic
+
+DSV4_HD float f_mul(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+DSV4_HD float f_add(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+DSV4_HD float f_div(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+DSV4_HD float f_sqrt(float a) {
+#ifdef __CUDA_ARCH__
+    return __fsqrt_rn(a);
+#else
+    return sqrtf(a);
+#endif
+}
+DSV4_HD uint32_t f2u(float x) {
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(x);
+#else
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+#endif
+}
+DSV4_HD float u2f(uint32_t u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+#endif
+}
+// |x|, NaN kept: clearing the sign bit is what fabsf does.
+DSV4_HD float f_abs(float x) { return u2f(f2u(x) & 0x7fffffffu); }
+// The CPU reference's `if (a > m) m = a`: a NaN never wins.
+DSV4_HD float f_max_nan_ignored(float m, float a) { return a > m ? a : m; }
+
+// ---------------------------------------------------------------- codecs (= src/format/fp.c)
+
+// minifloat_code of fp.c for a float: rounds the finite, non-negative value with bits `a` to
+// the grid of a format with `mant_bits` mantissa bits and smallest normal exponent `emin`,
+// ties to even; returns (exponent field << mant_bits) + mantissa without an upper bound.
+// fp.c does the same on the value widened to double (sig << 29, shift + 29), which changes
+// neither the quotient nor the remainder comparison, so the codes are identical.
+DSV4_HD uint32_t minifloat_code(uint32_t a, int mant_bits, int emin) {
+    int biased = (int)(a >> 23);
+    if (biased == 0) return 0; // zero or a float subnormal: below half of any quantum here
+    uint32_t sig = (a & 0x7fffffu) | 0x800000u; // value = sig * 2^(e - 23)
+    int e = biased - 127;
+    int e_grid = e > emin ? e : emin;
+    int shift = e_grid - e + 23 - mant_bits; // >= 20
+    uint32_t n;
+    if (shift >= 25) {
+        n = 0; // sig < 2^24 <= half a quantum
+    } else {
+        uint32_t rem = sig & ((1u << shift) - 1u), half = 1u << (shift - 1);
+        n = sig >> shift;
+        if (rem > half || (rem == half && (n & 1u))) n++;
+    }
+    return ((uint32_t)(e_grid - emin) << mant_bits) + n;
+}
+
+// e2m1: NaN -> 0x0, +-Inf -> +-6, RNE with saturation, -0 -> 0x8.
+DSV4_HD uint32_t e2m1_encode(float x) {
+    uint32_t u = f2u(x), a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return 0x0;
+    uint32_t sign = (u >> 31) ? 0x8u : 0x0u;
+    if (a == 0x7f800000u) return sign | 0x7u;
+    uint32_t code = minifloat_code(a, 1, 0);
+    return sign | (code > 7u ? 7u : code);
+}
+
+// e4m3fn: NaN -> 0x7f, +-Inf and finite overflow -> +-448 (satfinite), RNE.
+DSV4_HD uint32_t e4m3_encode(float x) {
+    uint32_t u = f2u(x), a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return 0x7f;
+    uint32_t sign = (u >> 31) ? 0x80u : 0x00u;
+    if (a == 0x7f800000u) return sign | 0x7eu;
+    uint32_t code = minifloat_code(a, 3, -6);
+    return sign | (code > 0x7eu ? 0x7eu : code);
+}
+
+DSV4_HD float e4m3_decode(uint32_t code) {
+    uint32_t e = (code >> 3) & 0xfu, m = code & 7u;
+    if (e == 0xfu && m == 7u) return u2f(0x7fc00000u); // NaN (only ever used in arithmetic)
+    // subnormal m * 2^-9 (exact), else (1 + m/8) * 2^(e-7) assembled directly
+    float v = e == 0 ? (float)m * 0.001953125f : u2f(((e + 120u) << 23) | (m << 20));
+    return (code & 0x80u) ? -v : v;
+}
+
+// bf16 RNE; NaN -> quiet 0x7fc0 with the input's sign (fp.c's rule; the CUDA intrinsic
+// returns a different NaN payload).
+DSV4_HD uint32_t bf16_encode(float x) {
+    uint32_t u = f2u(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return ((u >> 16) & 0x8000u) | 0x7fc0u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+DSV4_HD float bf16_decode(uint32_t b) { return u2f(b << 16); }
+DSV4_HD float bf16_round(float x) { return bf16_decode(bf16_encode(x)); }
+
+// ---------------------------------------------------------------- NVFP4 activation math
+
+#define NVFP4_AMAX_DIVISOR 2688.0f // 6 * 448
+
+// input_scale from an amax (dynamic modes): amax / 2688, 1.0 for an all-zero tensor/row.
+DSV4_HD float nvfp4_dynamic_scale(float amax) { return amax == 0.0f ? 1.0f : f_div(amax, NVFP4_AMAX_DIVISOR); }
+
+// One 16-element block with G = g: returns the e4m3 scale code and writes the 8 payload
+// bytes into packed[0..1] (byte i = element 2i low nibble | element 2i+1 high nibble, so
+// storing the two words little-endian gives the spec's byte order).
+// sf = e4m3((G * amax) / 6); q = e2m1((x * G) / sf), 0 when sf is 0 (src/cpu/quantize.c).
+DSV4_HD uint32_t nvfp4_quant_group16(const float v[16], float g, uint32_t packed[2]) {
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 16; i++) amax = f_max_nan_ignored(amax, f_abs(v[i]));
+    uint32_t s = e4m3_encode(f_div(f_mul(g, amax), 6.0f));
+    float sf = e4m3_decode(s);
+    packed[0] = packed[1] = 0;
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        uint32_t code = sf == 0.0f ? 0u : e2m1_encode(f_div(f_mul(v[i], g), sf));
+        packed[i / 8] |= code << (4 * (i % 8));
+    }
+    return s;
+}
+
+// Byte offset of the scale of (row r, k-block c): linear [rows, kb] or 128x4 swizzled.
+DSV4_HD int64_t nvfp4_sf_index(int swizzled, int64_t r, int64_t c, int64_t kb) {
+    if (!swizzled) return r * kb + c;
+    int64_t nkt = (kb + 3) / 4;
+    return (r / 128) * nkt * 512 + (c / 4) * 512 + (r % 32) * 16 + ((r % 128) / 32) * 4 + (c % 4);
+}
+
+#ifdef __CUDACC__
+// ---------------------------------------------------------------- device-only helpers
+
+// Element i of an F32 or BF16 array.
+__device__ __forceinline__ float load_elem(const void *p, int dtype, int64_t i) {
+    if (dtype == DT_F32) return ((const float *)p)[i];
+    return bf16_decode(((const uint16_t *)p)[i]);
+}
+__device__ __forceinline__ void store_elem(void *p, int dtype, int64_t i, float v) {
+    if (dtype == DT_F32)
+        ((float *)p)[i] = v;
+    else
+        ((uint16_t *)p)[i] = (uint16_t)bf16_encode(v);
+}
+
+// 16 consecutive elements starting at element i (a multiple of 16; the base is 16-byte
+// aligned, checked by the launchers) with 16-byte loads. BF16 is little-endian: the low
+// half of each 32-bit word is the even element.
+__device__ __forceinline__ void load_group16(const void *p, int dtype, int64_t i, float v[16]) {
+    if (dtype == DT_F32) {
+        const float4 *q = (const float4 *)((const float *)p + i);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float4 f = q[k];
+            v[4 * k] = f.x, v[4 * k + 1] = f.y, v[4 * k + 2] = f.z, v[4 * k + 3] = f.w;
+        }
+    } else {
+        const uint4 *q = (const uint4 *)((const uint16_t *)p + i);
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            uint4 w = q[k];
+            uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                v[8 * k + 2 * h] = u2f(ws[h] << 16);
+                v[8 * k + 2 * h + 1] = u2f(ws[h] & 0xffff0000u);
+            }
+        }
+    }
+}
+
+// Block-wide sum or NaN-ignoring max of one float per thread; every thread gets the result.
+// blockDim.x must be a multiple of 32 and at most 1024; `sh` holds >= 33 floats. The order
+// of the additions is fixed by the block shape, so results repeat bit for bit.
+__device__ __forceinline__ float block_reduce(float v, float *sh, int is_max) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = is_max ? f_max_nan_ignored(v, w) : f_add(v, w);
+    }
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    __syncthreads(); // sh may still be read by a previous call
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float r = sh[0];
+        for (int i = 1; i < nw; i++) r = is_max ? f_max_nan_ignored(r, sh[i]) : f_add(r, sh[i]);
+        sh[32] = r;
+    }
+    __syncthreads();
+    return sh[32];
+}
+
+// Where a kernel's NVFP4 output goes (the device side of dsv4_cuda_nvfp4_out).
+typedef struct nvfp4_dst {
+    uint8_t *q;     // [rows, K/2]
+    uint8_t *sf;    // linear or swizzled scales
+    float *scale;   // STATIC: read [0]; DYNAMIC_TOKEN: written [row]
+    int mode;       // dsv4_act_scale_mode
+    int swizzled;   // dsv4_sf_layout == SWIZZLED
+} nvfp4_dst;
+
+// Writes zero scales for the padding columns of a real row, or all columns of a padding row
+// (swizzled layout only; rows are padded to 128 and k-blocks to 4).
+__device__ __forceinline__ void nvfp4_zero_pad(const nvfp4_dst *d, int64_t r, int64_t kb, int whole_row) {
+    if (!d->swizzled) return;
+    int64_t kb_pad = (kb + 3) / 4 * 4;
+    for (int64_t c = (whole_row ? 0 : kb) + threadIdx.x; c < kb_pad; c += blockDim.x)
+        d->sf[nvfp4_sf_index(1, r, c, kb)] = 0;
+}
+
+// The tail of every fused RMSNorm: from the staged fp32 row xs[dim] and inv = rsqrt(...),
+// y[i] = w[i] * (xs[i] * inv) (w NULL: xs[i] * inv), written to `out` (optional) in
+// out_dtype and, when d->q is set, quantized to NVFP4 from the BF16-rounded y (what an
+// unfused RMSNorm -> BF16 -> quantize pipeline sees). All threads of the block must call it.
+static __device__ void emit_norm_row(const float *xs, int dim, float inv, const float *w, void *out,
+                              int out_dtype, const nvfp4_dst *d, int64_t r, float *sh) {
+    if (!d->q) {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+            float v = f_mul(xs[i], inv);
+            store_elem(out, out_dtype, r * dim + i, w ? f_mul(w[i], v) : v);
+        }
+        return;
+    }
+    float s;
+    if (d->mode == 2 /* DYNAMIC_TOKEN */) {
+        float amax = 0.0f;
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+            float v = f_mul(xs[i], inv);
+            amax = f_max_nan_ignored(amax, f_abs(bf16_round(w ? f_mul(w[i], v) : v)));
+        }
+        amax = block_reduce(amax, sh, 1);
+        s = nvfp4_dynamic_scale(amax);
+        if (threadIdx.x == 0) d->scale[r] = s;
+    } else {
+        s = d->scale[0];
+    }
+    const float g = f_div(1.0f, s);
+    const int64_t kb = dim / 16;
+    for (int64_t c = threadIdx.x; c < kb; c += blockDim.x) {
+        float v[16];
+#pragma unroll
+        for (int k = 0; k < 16; k++) {
+            int64_t i = c * 16 + k;
+            float n = f_mul(xs[i], inv);
+            float y = w ? f_mul(w[i], n) : n;
+            if (out) store_elem(out, out_dtype, r * dim + i, y);
+            v[k] = bf16_round(y);
+        }
+        uint32_t packed[2];
+        d->sf[nvfp4_sf_index(d->swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16(v, g, packed);
+        *(uint2 *)(d->q + r * (dim / 2) + c * 8) = make_uint2(packed[0], packed[1]);
+    }
+    nvfp4_zero_pad(d, r, kb, 0);
+}
+#endif

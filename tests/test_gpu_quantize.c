@@ -1,0 +1,318 @@
+/* NVFP4 activation quantization: the CPU reference with kernel semantics
+ * (src/cpu/quantize.c) against src/format/quant.c, the device codecs compiled for the host
+ * against src/format/fp.c, and the CUDA kernels against the CPU reference bit for bit,
+ * each kernel run through the graph-safety harness. */
+#include <math.h>
+
+#include "cpu/quantize.h"
+#include "format/fp.h"
+#include "format/quant.h"
+#include "test.h"
+
+#if DSV4_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "cuda/quantize.h"
+#include "gpu_harness.h"
+#endif
+
+static void fill_normal(float *a, size_t n, float scale, uint64_t *rng) {
+    for (size_t i = 0; i < n; i++) a[i] = scale * test_rand_normal(rng);
+}
+
+/* ---------------------------------------------------------------- CPU reference */
+
+TEST(cpu_quantize_ref_matches_format_quant) {
+    uint64_t rng = 11;
+    enum { M = 5, K = 96, KB = K / 16 };
+    float x[M * K];
+    fill_normal(x, M * K, 2.0f, &rng);
+    for (int i = 0; i < 16; i++) x[K + 32 + i] = 0.0f; /* an all-zero block */
+    uint8_t q[M * K / 2], sf[M * KB], q2[M * K / 2], sf2[M * KB];
+    /* static */
+    float s = 0.004f, s2[M];
+    CHECK_OK(dsv4_cpu_quantize_nvfp4_act(x, M, K, DSV4_ACT_SCALE_STATIC, DSV4_SF_LINEAR, &s, q, sf));
+    CHECK_OK(dsv4_nvfp4_quantize_act(x, M, K, 0.004f, q2, sf2, "t"));
+    CHECK(memcmp(q, q2, sizeof q) == 0 && memcmp(sf, sf2, sizeof sf) == 0);
+    CHECK(s == 0.004f); /* static mode leaves the scale alone */
+    /* per token */
+    float st[M];
+    CHECK_OK(dsv4_cpu_quantize_nvfp4_act(x, M, K, DSV4_ACT_SCALE_DYNAMIC_TOKEN, DSV4_SF_LINEAR, st, q, sf));
+    CHECK_OK(dsv4_nvfp4_quantize_act_dynamic(x, M, K, q2, sf2, s2, "t"));
+    CHECK(memcmp(q, q2, sizeof q) == 0 && memcmp(sf, sf2, sizeof sf) == 0 && memcmp(st, s2, sizeof st) == 0);
+    /* per tensor = static with amax/2688 */
+    float amax = 0.0f, sd;
+    for (int i = 0; i < M * K; i++) amax = fmaxf(amax, fabsf(x[i]));
+    CHECK_OK(dsv4_cpu_quantize_nvfp4_act(x, M, K, DSV4_ACT_SCALE_DYNAMIC_TENSOR, DSV4_SF_LINEAR, &sd, q, sf));
+    CHECK(sd == amax / 2688.0f);
+    CHECK_OK(dsv4_nvfp4_quantize_act(x, M, K, sd, q2, sf2, "t"));
+    CHECK(memcmp(q, q2, sizeof q) == 0 && memcmp(sf, sf2, sizeof sf) == 0);
+    /* swizzled = swizzle(linear), padding zero */
+    size_t nsw = dsv4_swizzled_scale_bytes(M, KB);
+    CHECK(nsw == 128 * 8);
+    uint8_t *sw = malloc(nsw), *sw2 = malloc(nsw);
+    CHECK(sw && sw2);
+    memset(sw, 0x77, nsw);
+    CHECK_OK(dsv4_cpu_quantize_nvfp4_act(x, M, K, DSV4_ACT_SCALE_DYNAMIC_TENSOR, DSV4_SF_SWIZZLED, &sd, q2, sw));
+    dsv4_scale_swizzle_128x4(sf, M, KB, sw2);
+    int same = memcmp(sw, sw2, nsw) == 0;
+    free(sw);
+    free(sw2);
+    CHECK(same);
+    CHECK_STATUS(dsv4_cpu_quantize_nvfp4_act(x, M, 24, DSV4_ACT_SCALE_STATIC, DSV4_SF_LINEAR, &s, q, sf), DSV4_ERR_SHAPE);
+}
+
+/* NaN/Inf: the documented kernel behaviour (src/cpu/quantize.h). */
+TEST(cpu_quantize_ref_nonfinite_behaviour) {
+    float x[32], s = 0.01f;
+    uint8_t q[16], sf[2], qz[16], sfz[2];
+    for (int i = 0; i < 32; i++) x[i] = (float)(i % 7) - 3.0f;
+    x[5] = NAN;
+    x[20] = INFINITY;
+    CHECK_OK(dsv4_cpu_quantize_nvfp4_act(x, 1, 32, DSV4_ACT_SCALE_STATIC, DSV4_SF_LINEAR, &s, q, sf));
+    /* the NaN element encodes as +0 and does not change its block's scale */
+    x[5] = 0.0f;
+    CHECK_OK(dsv4_cpu_quantize_nvfp4_act(x, 1, 16, DSV4_ACT_SCALE_STATIC, DSV4_SF_LINEAR, &s, qz, sfz));
+    CHECK(sf[0] == sfz[0] && memcmp(q, qz, 8) == 0);
+    CHECK((q[2] >> 4) == 0);
+    /* the Inf block: scale saturates to 448, Inf -> +6, others finite codes */
+    CHECK(sf[1] == 0x7e);
+    CHECK((q[10] & 0xf) == 0x7);
+    /* per token with an Inf in the row: scale Inf, G = 0, all codes zero */
+    float st;
+    CHECK_OK(dsv4_cpu_quantize_nvfp4_act(x, 1, 32, DSV4_ACT_SCALE_DYNAMIC_TOKEN, DSV4_SF_LINEAR, &st, q, sf));
+    CHECK(isinf(st));
+    for (int i = 0; i < 16; i++) CHECK(q[i] == 0);
+    CHECK(sf[0] == 0x00 && sf[1] == 0x7f);
+}
+
+#if DSV4_HAVE_CUDA
+/* ---------------------------------------------------------------- device codecs on the host */
+
+static uint32_t f2u(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return u;
+}
+static float u2f(uint32_t u) {
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+TEST(gpu_codecs_match_cpu_bit_for_bit) {
+    /* Every sign/exponent/top-11-mantissa pattern with low bits around each rounding
+     * boundary of e4m3 (bit 19) and e2m1 (bit 21) plus random low bits: all tie and
+     * carry cases of both formats, all specials, all subnormals' exponents. */
+    static const uint32_t lows[] = {0x0, 0x1, 0x7ff, 0x800, 0x801, 0xfff};
+    uint64_t rng = 3;
+    long n = 0;
+    for (uint32_t hi = 0; hi < (1u << 20); hi++) {
+        for (int l = 0; l < 7; l++) {
+            uint32_t low = l < 6 ? lows[l] : (uint32_t)(test_rand_u64(&rng) & 0xfff);
+            float x = u2f((hi << 12) | low);
+            uint8_t a = dsv4_cuda_host_e4m3_encode(x), b = dsv4_e4m3_encode(x);
+            CHECK_MSG(a == b, "e4m3(%a) bits 0x%08x: device 0x%02x, cpu 0x%02x", (double)x, f2u(x), a, b);
+            a = dsv4_cuda_host_e2m1_encode(x), b = dsv4_e2m1_encode(x);
+            CHECK_MSG(a == b, "e2m1(%a) bits 0x%08x: device 0x%x, cpu 0x%x", (double)x, f2u(x), a, b);
+            uint16_t c = dsv4_cuda_host_bf16_encode(x), d = dsv4_bf16_encode(x);
+            CHECK_MSG(c == d, "bf16(%a) bits 0x%08x: device 0x%04x, cpu 0x%04x", (double)x, f2u(x), c, d);
+            n++;
+        }
+    }
+    CHECK(n == 7l << 20);
+    for (int code = 0; code < 256; code++) {
+        float a = dsv4_cuda_host_e4m3_decode((uint8_t)code), b = dsv4_e4m3_decode((uint8_t)code);
+        if (isnan(b))
+            CHECK_MSG(isnan(a), "e4m3 decode 0x%02x: %g, want NaN", code, (double)a);
+        else
+            CHECK_MSG(f2u(a) == f2u(b), "e4m3 decode 0x%02x: %a, want %a", code, (double)a, (double)b);
+    }
+    /* the 16-block quantizer against the CPU reference, over random blocks and scales */
+    for (int it = 0; it < 20000; it++) {
+        float v[16], s = (float)exp(test_rand_normal(&rng) * 4.0) * 1e-3f;
+        fill_normal(v, 16, (float)exp(test_rand_normal(&rng) * 3.0), &rng);
+        if (it % 7 == 0) v[it % 16] = 0.0f;
+        if (it % 11 == 0) memset(v, 0, sizeof v);
+        if (it % 13 == 0) v[it % 16] = NAN;
+        if (it % 17 == 0) v[(it + 3) % 16] = -INFINITY;
+        uint8_t pd[8], pc[8], sc;
+        uint8_t sd = dsv4_cuda_host_quant_group16(v, 1.0f / s, pd);
+        CHECK_OK(dsv4_cpu_quantize_nvfp4_act(v, 1, 16, DSV4_ACT_SCALE_STATIC, DSV4_SF_LINEAR, &s, pc, &sc));
+        CHECK_MSG(sd == sc && memcmp(pd, pc, 8) == 0, "block %d: scale 0x%02x vs 0x%02x", it, sd, sc);
+    }
+}
+
+/* ---------------------------------------------------------------- kernels */
+
+typedef struct qjob {
+    const void *x;
+    dsv4_cuda_dtype dtype;
+    int64_t M, K;
+    dsv4_cuda_nvfp4_out out;
+    void *ws;
+} qjob;
+
+static dsv4_status enqueue_quantize(cudaStream_t s, void *arg) {
+    qjob *j = arg;
+    return dsv4_cuda_quantize_nvfp4(s, j->x, j->dtype, j->M, j->K, &j->out, j->ws);
+}
+
+/* Inputs of shape [M, K]: normal values of varied magnitude per row, an all-zero row (when
+ * M > 2), all-zero blocks, and a few values near the largest bf16 (when `huge`); NaN and
+ * Inf when `nonfinite`. BF16 inputs are rounded so the CPU sees the same values. */
+static void make_input(float *x, int64_t M, int64_t K, int bf16, int huge, int nonfinite, uint64_t *rng) {
+    for (int64_t r = 0; r < M; r++) {
+        float mag = (float)exp(test_rand_normal(rng) * 2.0);
+        fill_normal(x + r * K, (size_t)K, mag, rng);
+    }
+    if (M > 2) memset(x + 2 * K, 0, (size_t)K * sizeof *x);
+    for (int64_t b = 0; b < M * K / 16; b += 5) memset(x + b * 16, 0, 16 * sizeof *x);
+    if (huge) {
+        x[0] = 3.3e38f;
+        x[M * K - 1] = -3.3e38f;
+        x[(M / 2) * K + K / 2] = 1e-40f; /* a float subnormal */
+    }
+    if (nonfinite) {
+        x[K / 2] = NAN;
+        x[M * K - 2] = INFINITY;
+        if (M * K > 64) x[33] = -INFINITY;
+    }
+    if (bf16)
+        for (int64_t i = 0; i < M * K; i++) x[i] = dsv4_bf16_round(x[i]);
+}
+
+static int quantize_case(int64_t M, int64_t K, int bf16, dsv4_act_scale_mode mode, dsv4_sf_layout layout, int huge,
+                         int nonfinite, uint64_t *rng, char *msg, size_t msg_len) {
+    int ok = 0;
+    const int64_t KB = K / 16;
+    const size_t n = (size_t)(M * K), nsf = layout == DSV4_SF_SWIZZLED ? dsv4_swizzled_scale_bytes(M, KB) : (size_t)(M * KB);
+    const size_t nscale = mode == DSV4_ACT_SCALE_DYNAMIC_TOKEN ? (size_t)M : 1;
+    float *x = malloc(n * sizeof *x), *scale = malloc(nscale * sizeof *scale);
+    uint16_t *xb = malloc(n * sizeof *xb);
+    uint8_t *q = malloc(n / 2), *sf = malloc(nsf);
+    void *dx = NULL, *dq = NULL, *dsf = NULL, *dscale = NULL, *dws = NULL;
+    gpu_buf outs[3];
+    int n_outs = 0;
+    if (!x || !scale || !xb || !q || !sf) {
+        snprintf(msg, msg_len, "out of host memory");
+        goto done;
+    }
+    make_input(x, M, K, bf16, huge, nonfinite, rng);
+    float amax = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax && isfinite(x[i])) amax = fabsf(x[i]);
+    /* static: a calibrated scale a bit below the data's amax, so some blocks saturate */
+    scale[0] = amax > 0 ? amax / 2688.0f * 0.7f : 1.0f;
+    float static_scale = scale[0];
+    if (dsv4_cpu_quantize_nvfp4_act(x, M, K, mode, layout, scale, q, sf) != DSV4_OK) {
+        snprintf(msg, msg_len, "CPU reference: %s", dsv4_last_error());
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) xb[i] = dsv4_bf16_encode(x[i]);
+    dx = gpu_upload(bf16 ? (const void *)xb : (const void *)x, n * (bf16 ? 2 : 4));
+    dq = gpu_upload(NULL, n / 2);
+    dsf = gpu_upload(NULL, nsf);
+    dscale = gpu_upload(mode == DSV4_ACT_SCALE_STATIC ? &static_scale : NULL, nscale * sizeof(float));
+    dws = gpu_upload(NULL, DSV4_CUDA_QUANTIZE_WORKSPACE_BYTES);
+    if (!dx || !dq || !dsf || !dscale || !dws) {
+        snprintf(msg, msg_len, "cudaMalloc failed");
+        goto done;
+    }
+    qjob job = {dx, bf16 ? DSV4_CUDA_BF16 : DSV4_CUDA_F32, M, K, {dq, dsf, dscale, mode, layout}, dws};
+    outs[n_outs++] = (gpu_buf){"q", dq, n / 2, NULL};
+    outs[n_outs++] = (gpu_buf){"sf", dsf, nsf, NULL};
+    if (mode != DSV4_ACT_SCALE_STATIC) outs[n_outs++] = (gpu_buf){"scale", dscale, nscale * sizeof(float), NULL};
+    if (!gpu_graph_check(gpu_test_stream(), enqueue_quantize, &job, outs, n_outs, msg, msg_len)) goto done;
+    if (memcmp(outs[0].host, q, n / 2) != 0) {
+        size_t i = 0;
+        while (((uint8_t *)outs[0].host)[i] == q[i]) i++;
+        snprintf(msg, msg_len, "payload differs at byte %zu (row %zu, elements %zu..%zu): gpu 0x%02x cpu 0x%02x "
+                 "(x = %a, %a)", i, i / (size_t)(K / 2), 2 * (i % (size_t)(K / 2)), 2 * (i % (size_t)(K / 2)) + 1,
+                 ((uint8_t *)outs[0].host)[i], q[i], (double)x[2 * i], (double)x[2 * i + 1]);
+        goto done;
+    }
+    if (memcmp(outs[1].host, sf, nsf) != 0) {
+        size_t i = 0;
+        while (((uint8_t *)outs[1].host)[i] == sf[i]) i++;
+        snprintf(msg, msg_len, "scale byte %zu of %zu differs: gpu 0x%02x cpu 0x%02x", i, nsf,
+                 ((uint8_t *)outs[1].host)[i], sf[i]);
+        goto done;
+    }
+    if (mode != DSV4_ACT_SCALE_STATIC && memcmp(outs[2].host, scale, nscale * sizeof(float)) != 0) {
+        snprintf(msg, msg_len, "dynamic input_scale differs: gpu %a cpu %a (first)", (double)((float *)outs[2].host)[0],
+                 (double)scale[0]);
+        goto done;
+    }
+    ok = 1;
+done:
+    gpu_bufs_free(outs, n_outs);
+    cudaFree(dx), cudaFree(dq), cudaFree(dsf), cudaFree(dscale), cudaFree(dws);
+    free(x), free(scale), free(xb), free(q), free(sf);
+    return ok;
+}
+
+static const char *mode_name(dsv4_act_scale_mode m) {
+    return m == DSV4_ACT_SCALE_STATIC ? "static" : m == DSV4_ACT_SCALE_DYNAMIC_TENSOR ? "dynamic-tensor" : "dynamic-token";
+}
+
+TEST(gpu_quantize_bit_exact_all_modes_and_shapes) {
+    if (!gpu_available()) SKIP("no GPU");
+    static const int64_t Ms[] = {1, 3, 131}, Ks[] = {16, 48, 4096, 7168};
+    uint64_t rng = 101;
+    char msg[1024];
+    int cases = 0;
+    for (int mi = 0; mi < 3; mi++)
+        for (int ki = 0; ki < 4; ki++)
+            for (int bf16 = 0; bf16 < 2; bf16++)
+                for (int mode = 0; mode < 3; mode++)
+                    for (int lay = 0; lay < 2; lay++) {
+                        int huge = (mi + ki + mode) % 2;
+                        if (!quantize_case(Ms[mi], Ks[ki], bf16, (dsv4_act_scale_mode)mode, (dsv4_sf_layout)lay, huge, 0,
+                                           &rng, msg, sizeof msg))
+                            CHECK_MSG(0, "M=%lld K=%lld %s %s %s%s: %s", (long long)Ms[mi], (long long)Ks[ki],
+                                      bf16 ? "bf16" : "f32", mode_name((dsv4_act_scale_mode)mode),
+                                      lay ? "swizzled" : "linear", huge ? " (huge values)" : "", msg);
+                        cases++;
+                    }
+    CHECK(cases == 144);
+}
+
+TEST(gpu_quantize_bit_exact_large_batch) {
+    if (!gpu_available()) SKIP("no GPU");
+    uint64_t rng = 7;
+    char msg[1024];
+    CHECK_MSG(quantize_case(4096, 4096, 1, DSV4_ACT_SCALE_STATIC, DSV4_SF_SWIZZLED, 0, 0, &rng, msg, sizeof msg),
+              "4096x4096 bf16 static swizzled: %s", msg);
+    CHECK_MSG(quantize_case(4096, 4096, 1, DSV4_ACT_SCALE_DYNAMIC_TENSOR, DSV4_SF_LINEAR, 0, 0, &rng, msg, sizeof msg),
+              "4096x4096 bf16 dynamic-tensor: %s", msg);
+    CHECK_MSG(quantize_case(1000, 7168, 0, DSV4_ACT_SCALE_DYNAMIC_TOKEN, DSV4_SF_SWIZZLED, 1, 0, &rng, msg, sizeof msg),
+              "1000x7168 f32 dynamic-token swizzled: %s", msg);
+}
+
+TEST(gpu_quantize_nan_inf_documented_behaviour) {
+    if (!gpu_available()) SKIP("no GPU");
+    uint64_t rng = 9;
+    char msg[1024];
+    for (int mode = 0; mode < 3; mode++)
+        for (int bf16 = 0; bf16 < 2; bf16++)
+            CHECK_MSG(quantize_case(5, 64, bf16, (dsv4_act_scale_mode)mode, DSV4_SF_LINEAR, 0, 1, &rng, msg, sizeof msg),
+                      "NaN/Inf input, %s %s: %s", bf16 ? "bf16" : "f32", mode_name((dsv4_act_scale_mode)mode), msg);
+}
+
+TEST(gpu_quantize_rejects_bad_arguments) {
+    /* argument checks happen before any CUDA call, so they run without a GPU too */
+    uint8_t dummy[64] __attribute__((aligned(16))) = {0};
+    float scale = 1.0f;
+    dsv4_cuda_nvfp4_out out = {dummy, dummy, &scale, DSV4_ACT_SCALE_STATIC, DSV4_SF_LINEAR};
+    CHECK_STATUS(dsv4_cuda_quantize_nvfp4(NULL, dummy, DSV4_CUDA_F32, 1, 24, &out, NULL), DSV4_ERR_SHAPE);
+    CHECK(strstr(dsv4_last_error(), "quantize_nvfp4") != NULL);
+    CHECK_STATUS(dsv4_cuda_quantize_nvfp4(NULL, dummy + 4, DSV4_CUDA_F32, 1, 16, &out, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    out.mode = DSV4_ACT_SCALE_DYNAMIC_TENSOR;
+    CHECK_STATUS(dsv4_cuda_quantize_nvfp4(NULL, dummy, DSV4_CUDA_F32, 1, 16, &out, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dsv4_last_error(), "workspace") != NULL);
+    CHECK_OK(dsv4_cuda_quantize_nvfp4(NULL, dummy, DSV4_CUDA_F32, 0, 16, &out, dummy)); /* M = 0: nothing */
+}
+#else
+TEST(gpu_quantize_bit_exact_all_modes_and_shapes) { SKIP("built without CUDA"); }
+#endif
