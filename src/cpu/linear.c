@@ -68,12 +68,8 @@ dsv4_status dsv4_cpu_quantize_act_roundtrip(float *x, int64_t T, int64_t K, floa
     dsv4_status st = (q && s) ? DSV4_OK : dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "%s: out of memory", what);
     for (int64_t t = 0; t < T && st == DSV4_OK; t++) {
         float *xt = x + t * K, scale = input_scale;
-        if (scale <= 0.0f) { /* dynamic per-token scale */
-            float amax = 0.0f;
-            for (int64_t k = 0; k < K; k++) amax = fmaxf(amax, fabsf(xt[k]));
-            scale = amax > 0.0f ? amax / (DSV4_E2M1_MAX * DSV4_E4M3_MAX) : 1.0f;
-        }
-        st = dsv4_nvfp4_quantize_act(xt, 1, K, scale, q, s, what);
+        if (scale > 0.0f) st = dsv4_nvfp4_quantize_act(xt, 1, K, scale, q, s, what);
+        else st = dsv4_nvfp4_quantize_act_dynamic(xt, 1, K, q, s, &scale, what); /* per-token scale */
         if (st == DSV4_OK) dsv4_nvfp4_dequantize(q, s, scale, 1, K, xt);
     }
     free(q);

@@ -1,6 +1,5 @@
-/* NVFP4 activation quantization, GPU-kernel semantics (header: quantize.h). Written with
- * the same fp32 operations in the same order as quantize_act_row in src/format/quant.c,
- * without its finiteness check, so that the kernels' behaviour on NaN/Inf is pinned too. */
+/* NVFP4 activation quantization, GPU-kernel semantics (header: quantize.h): the unchecked
+ * row quantizer of src/format/quant.c, so that the kernels' behaviour on NaN/Inf is pinned too. */
 #include "cpu/quantize.h"
 
 #include <math.h>
@@ -13,31 +12,7 @@
 
 #define AMAX_DIVISOR (DSV4_E2M1_MAX * DSV4_E4M3_MAX) /* 2688 */
 
-/* `a > m` never takes a NaN, the same as the kernels' fmaxf. */
-static float amax_of(const float *x, int64_t n) {
-    float m = 0.0f;
-    for (int64_t i = 0; i < n; i++) {
-        float a = fabsf(x[i]);
-        if (a > m) m = a;
-    }
-    return m;
-}
-
 static float dynamic_scale(float amax) { return amax == 0.0f ? 1.0f : amax / AMAX_DIVISOR; }
-
-static void quantize_row(const float *x, int64_t K, float g, uint8_t *q, uint8_t *sf) {
-    for (int64_t b = 0; b < K / DSV4_NVFP4_BLOCK; b++) {
-        const float *xb = x + b * DSV4_NVFP4_BLOCK;
-        uint8_t s = dsv4_e4m3_encode(g * amax_of(xb, DSV4_NVFP4_BLOCK) / DSV4_E2M1_MAX);
-        float sfv = dsv4_e4m3_decode(s);
-        sf[b] = s;
-        for (int i = 0; i < DSV4_NVFP4_BLOCK; i += 2) {
-            uint8_t lo = sfv == 0.0f ? 0 : dsv4_e2m1_encode(xb[i] * g / sfv);
-            uint8_t hi = sfv == 0.0f ? 0 : dsv4_e2m1_encode(xb[i + 1] * g / sfv);
-            q[(b * DSV4_NVFP4_BLOCK + i) / 2] = (uint8_t)(lo | (hi << 4));
-        }
-    }
-}
 
 dsv4_status dsv4_cpu_quantize_nvfp4_act(const float *x, int64_t M, int64_t K, dsv4_act_scale_mode mode,
                                         dsv4_sf_layout layout, float *input_scale, uint8_t *q,
@@ -56,12 +31,12 @@ dsv4_status dsv4_cpu_quantize_nvfp4_act(const float *x, int64_t M, int64_t K, ds
         lin = malloc((size_t)(M * kb));
         if (!lin) return dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "quantize_nvfp4_act: %lld scale bytes", (long long)(M * kb));
     }
-    if (mode == DSV4_ACT_SCALE_DYNAMIC_TENSOR) input_scale[0] = dynamic_scale(amax_of(x, M * K));
+    if (mode == DSV4_ACT_SCALE_DYNAMIC_TENSOR) input_scale[0] = dynamic_scale(dsv4_amax(x, M * K));
     for (int64_t r = 0; r < M; r++) {
         const float *xr = x + r * K;
         float s = input_scale[0];
-        if (mode == DSV4_ACT_SCALE_DYNAMIC_TOKEN) s = input_scale[r] = dynamic_scale(amax_of(xr, K));
-        quantize_row(xr, K, 1.0f / s, q + r * K / 2, lin + r * kb);
+        if (mode == DSV4_ACT_SCALE_DYNAMIC_TOKEN) s = input_scale[r] = dynamic_scale(dsv4_amax(xr, K));
+        dsv4_nvfp4_quantize_act_row(xr, K, 1.0f / s, q + r * K / 2, lin + r * kb);
     }
     if (layout == DSV4_SF_SWIZZLED && M > 0) {
         dsv4_scale_swizzle_128x4(lin, M, kb, sf);

@@ -56,7 +56,7 @@ static dsv4_status check_finite(const float *x, int64_t rows, int64_t cols, cons
     return DSV4_OK;
 }
 
-static float block_amax(const float *x, int64_t n) {
+float dsv4_amax(const float *x, int64_t n) {
     float m = 0.0f;
     for (int64_t i = 0; i < n; i++) {
         float a = fabsf(x[i]);
@@ -91,7 +91,7 @@ dsv4_status dsv4_nvfp4_quantize(const float *x, int64_t rows, int64_t cols, floa
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t b = 0; b < nblk; b++) {
             const float *xb = x + r * cols + b * DSV4_NVFP4_BLOCK;
-            float amax = block_amax(xb, DSV4_NVFP4_BLOCK);
+            float amax = dsv4_amax(xb, DSV4_NVFP4_BLOCK);
             /* ModelOpt replaces a zero scale by 1.0 *before* the e4m3 cast, so an all-zero
              * block stores 1.0; checkpoints contain exactly that. */
             uint8_t s = amax == 0.0f ? E4M3_CODE_ONE : dsv4_e4m3_encode(amax / six_global);
@@ -126,10 +126,10 @@ void dsv4_nvfp4_dequantize(const uint8_t *q, const uint8_t *scales, float global
 
 /* One row with G = 1 / input_scale, following the Blackwell quantize kernels:
  * sf = e4m3_satfinite(G * amax / 6), q = e2m1(x * G / sf), or 0 when sf is 0. */
-static void quantize_act_row(const float *x, int64_t cols, float g, uint8_t *q, uint8_t *scales) {
+void dsv4_nvfp4_quantize_act_row(const float *x, int64_t cols, float g, uint8_t *q, uint8_t *scales) {
     for (int64_t b = 0; b < cols / DSV4_NVFP4_BLOCK; b++) {
         const float *xb = x + b * DSV4_NVFP4_BLOCK;
-        float amax = block_amax(xb, DSV4_NVFP4_BLOCK);
+        float amax = dsv4_amax(xb, DSV4_NVFP4_BLOCK);
         uint8_t s = dsv4_e4m3_encode(g * amax / DSV4_E2M1_MAX);
         scales[b] = s;
         float sf = dsv4_e4m3_decode(s);
@@ -150,7 +150,7 @@ dsv4_status dsv4_nvfp4_quantize_act(const float *x, int64_t rows, int64_t cols, 
     DSV4_TRY(check_finite(x, rows, cols, what));
     const float g = 1.0f / input_scale;
     for (int64_t r = 0; r < rows; r++)
-        quantize_act_row(x + r * cols, cols, g, q + r * cols / 2, scales + r * cols / DSV4_NVFP4_BLOCK);
+        dsv4_nvfp4_quantize_act_row(x + r * cols, cols, g, q + r * cols / 2, scales + r * cols / DSV4_NVFP4_BLOCK);
     return DSV4_OK;
 }
 
@@ -159,11 +159,11 @@ dsv4_status dsv4_nvfp4_quantize_act_dynamic(const float *x, int64_t rows, int64_
     DSV4_TRY(check_matrix(rows, cols, DSV4_NVFP4_BLOCK, what));
     DSV4_TRY(check_finite(x, rows, cols, what));
     for (int64_t r = 0; r < rows; r++) {
-        float amax = block_amax(x + r * cols, cols);
+        float amax = dsv4_amax(x + r * cols, cols);
         /* An all-zero row still needs a usable scale; any positive value gives q = 0. */
         float in_scale = amax == 0.0f ? 1.0f : amax / NVFP4_AMAX_DIVISOR;
         input_scales[r] = in_scale;
-        quantize_act_row(x + r * cols, cols, 1.0f / in_scale, q + r * cols / 2,
+        dsv4_nvfp4_quantize_act_row(x + r * cols, cols, 1.0f / in_scale, q + r * cols / 2,
                          scales + r * cols / DSV4_NVFP4_BLOCK);
     }
     return DSV4_OK;
@@ -288,7 +288,7 @@ dsv4_status dsv4_fp8_block128_quantize(const float *x, int64_t rows, int64_t col
             int64_t c1 = c0 + DSV4_FP8_BLOCK < cols ? c0 + DSV4_FP8_BLOCK : cols;
             float amax = 0.0f;
             for (int64_t r = r0; r < r1; r++) {
-                float m = block_amax(x + r * cols + c0, c1 - c0);
+                float m = dsv4_amax(x + r * cols + c0, c1 - c0);
                 if (m > amax) amax = m;
             }
             /* Power-of-two scale >= amax/448, so no element saturates; an all-zero block

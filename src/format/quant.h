@@ -51,6 +51,12 @@ dsv4_status dsv4_nvfp4_quantize_act(const float *x, int64_t rows, int64_t cols, 
 dsv4_status dsv4_nvfp4_quantize_act_dynamic(const float *x, int64_t rows, int64_t cols, uint8_t *q,
                                             uint8_t *scales, float *input_scales, const char *what);
 
+/* The unchecked core of the activation quantizers, for references that must pin the GPU
+ * kernels' behaviour on any input (NaN included): one row of `cols` values with G = g. */
+void dsv4_nvfp4_quantize_act_row(const float *x, int64_t cols, float g, uint8_t *q, uint8_t *scales);
+/* max |x_i| over n values; NaN never compares greater, so it is ignored. */
+float dsv4_amax(const float *x, int64_t n);
+
 /* ---- MXFP4 (e2m1 payload, one ue8m0 scale per 32) ----
  * cols must be a multiple of 32; a 0xff (NaN) scale is DSV4_ERR_NONFINITE. */
 dsv4_status dsv4_mxfp4_dequantize(const uint8_t *q, const uint8_t *scales_e8m0, int64_t rows,
