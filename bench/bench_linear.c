@@ -1,0 +1,296 @@
+/* bench_linear: the GPU linear (src/cuda/linear.cu) per weight shape, against the device's
+ * copy bandwidth and cuBLAS BF16 measured in the same run. Prints one JSON object per line:
+ * first {"copy_bw_gbs": ...}, then one per (shape, format, mode). Times are medians of
+ * BENCH_REPLAYS CUDA-graph replays; each replay runs the op once per weight copy (copies
+ * rotate so the weights never sit in L2) and the time reported is per op.
+ * Exits non-zero with a message when there is no GPU. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dsv4.h"
+
+#if DSV4_HAVE_CUDA
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "cuda/device.h"
+#include "cuda/linear.h"
+#include "format/fp.h"
+
+#define BENCH_REPLAYS 60
+#define BENCH_ROTATE_BYTES ((size_t)256 << 20) /* >= 5x the 50 MB L2 of an H100 */
+#define BENCH_MAX_COPIES 32
+#define COPY_BYTES ((size_t)1 << 30)
+
+#define CK(call)                                                                                  \
+    do {                                                                                          \
+        cudaError_t e_ = (call);                                                                  \
+        if (e_ != cudaSuccess) {                                                                  \
+            fprintf(stderr, "bench_linear: %s failed: %s (line %d)\n", #call, cudaGetErrorString(e_), __LINE__); \
+            exit(1);                                                                              \
+        }                                                                                         \
+    } while (0)
+#define CKB(call)                                                                                 \
+    do {                                                                                          \
+        cublasStatus_t s_ = (call);                                                               \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                        \
+            fprintf(stderr, "bench_linear: %s failed: cuBLAS status %d (line %d)\n", #call, (int)s_, __LINE__); \
+            exit(1);                                                                              \
+        }                                                                                         \
+    } while (0)
+#define CKD(call)                                                                                 \
+    do {                                                                                          \
+        if ((call) != DSV4_OK) {                                                                  \
+            fprintf(stderr, "bench_linear: %s failed: %s\n", #call, dsv4_last_error());          \
+            exit(1);                                                                              \
+        }                                                                                         \
+    } while (0)
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void) {
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median milliseconds of BENCH_REPLAYS launches of a graph. */
+static float time_graph(cudaGraphExec_t ge, cudaStream_t st) {
+    float t[BENCH_REPLAYS];
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, st)); /* warm-up */
+    for (int i = 0; i < BENCH_REPLAYS; i++) {
+        CK(cudaEventRecord(a, st));
+        CK(cudaGraphLaunch(ge, st));
+        CK(cudaEventRecord(b, st));
+        CK(cudaEventSynchronize(b));
+        CK(cudaEventElapsedTime(&t[i], a, b));
+    }
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    qsort(t, BENCH_REPLAYS, sizeof t[0], cmp_float);
+    return t[BENCH_REPLAYS / 2];
+}
+
+/* Device-to-device copy bandwidth in GB/s, counting bytes read + written. */
+static double copy_bandwidth(cudaStream_t st) {
+    void *a, *b;
+    CK(cudaMalloc(&a, COPY_BYTES));
+    CK(cudaMalloc(&b, COPY_BYTES));
+    CK(cudaMemset(a, 1, COPY_BYTES));
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    CK(cudaMemcpyAsync(b, a, COPY_BYTES, cudaMemcpyDeviceToDevice, st));
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    float ms = time_graph(ge, st);
+    cudaGraphExecDestroy(ge);
+    cudaGraphDestroy(g);
+    cudaFree(a);
+    cudaFree(b);
+    return 2.0 * (double)COPY_BYTES / (ms * 1e-3) / 1e9;
+}
+
+typedef struct {
+    const char *name;
+    int64_t M, N, K;
+    dsv4_wformat f;
+    int w4a4;
+} bench_case;
+
+/* Random payload and sane scales (never zeros: zeros can run faster than real data). */
+static void fill_weight(dsv4_weight *w, dsv4_wformat f, int64_t N, int64_t K, uint8_t **q, uint8_t **s) {
+    size_t payload = f == DSV4_WF_FP8_B128 ? (size_t)(N * K) : (size_t)(N * K / 2);
+    size_t scales = f == DSV4_WF_NVFP4 ? (size_t)(N * K / 16)
+                  : f == DSV4_WF_MXFP4 ? (size_t)(N * K / 32)
+                                       : (size_t)(((N + 127) / 128) * ((K + 127) / 128));
+    *q = malloc(payload);
+    *s = malloc(scales);
+    for (size_t i = 0; i < payload; i++) {
+        uint8_t v = (uint8_t)rnd();
+        if (f == DSV4_WF_FP8_B128 && (v & 0x7f) == 0x7f) v ^= 1; /* no NaN */
+        (*q)[i] = v;
+    }
+    for (size_t i = 0; i < scales; i++)
+        (*s)[i] = f == DSV4_WF_NVFP4 ? (uint8_t)(0x30 + rnd() % 16) : (uint8_t)(118 + rnd() % 8);
+    memset(w, 0, sizeof *w);
+    w->format = f;
+    w->rows = N;
+    w->cols = K;
+    w->data = *q;
+    w->scale = *s;
+    w->scale_dtype = f == DSV4_WF_NVFP4 ? DSV4_DT_F8_E4M3 : DSV4_DT_F8_E8M0;
+    w->global_scale = f == DSV4_WF_NVFP4 ? 1.0f / 1024 : 1.0f;
+}
+
+static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, double copy_gbs) {
+    const int64_t M = c->M, N = c->N, K = c->K;
+    dsv4_weight hw;
+    uint8_t *hq, *hs;
+    fill_weight(&hw, c->f, N, K, &hq, &hs);
+    dsv4_cuda_weight w0;
+    CKD(dsv4_cuda_weight_upload(&hw, &w0));
+    int copies = (int)((BENCH_ROTATE_BYTES + w0.bytes - 1) / w0.bytes);
+    if (copies < 2) copies = 2;
+    if (copies > BENCH_MAX_COPIES) copies = BENCH_MAX_COPIES;
+    dsv4_cuda_weight w[BENCH_MAX_COPIES];
+    w[0] = w0;
+    for (int i = 1; i < copies; i++) CKD(dsv4_cuda_weight_upload(&hw, &w[i]));
+
+    /* activations: BF16 x, or NVFP4 x (random codes, scales around 1) */
+    uint16_t *hx = malloc((size_t)(M * K) * 2);
+    for (int64_t i = 0; i < M * K; i++) hx[i] = dsv4_bf16_encode((float)((int)(rnd() % 2001) - 1000) / 1000.0f);
+    void *x, *xq, *xs, *y, *ws = NULL;
+    CK(cudaMalloc(&x, (size_t)(M * K) * 2));
+    CK(cudaMemcpy(x, hx, (size_t)(M * K) * 2, cudaMemcpyHostToDevice));
+    uint8_t *hq4 = malloc((size_t)(M * K / 2)), *hs4 = malloc((size_t)(M * K / 16));
+    for (int64_t i = 0; i < M * K / 2; i++) hq4[i] = (uint8_t)rnd();
+    for (int64_t i = 0; i < M * K / 16; i++) hs4[i] = (uint8_t)(0x30 + rnd() % 16);
+    CK(cudaMalloc(&xq, (size_t)(M * K / 2)));
+    CK(cudaMalloc(&xs, (size_t)(M * K / 16)));
+    CK(cudaMemcpy(xq, hq4, (size_t)(M * K / 2), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(xs, hs4, (size_t)(M * K / 16), cudaMemcpyHostToDevice));
+    CK(cudaMalloc(&y, (size_t)(M * N) * 2));
+    const size_t wsb = dsv4_cuda_linear_workspace_bytes(&w0, M);
+    if (wsb) CK(cudaMalloc(&ws, wsb));
+    dsv4_cuda_act_nvfp4 aq = {xq, xs, NULL, 1.0f / 2688};
+
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    for (int i = 0; i < copies; i++) {
+        dsv4_cuda_linear_args a = {0};
+        a.w = &w[i];
+        a.M = M;
+        a.x = c->w4a4 ? NULL : x;
+        a.xq = c->w4a4 ? &aq : NULL;
+        a.y = y;
+        a.out = DSV4_CUDA_OUT_BF16;
+        a.workspace = ws;
+        a.workspace_bytes = wsb;
+        CKD(dsv4_cuda_linear(&a, st));
+    }
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    const double t = time_graph(ge, st) / copies * 1e-3; /* seconds per op */
+    cudaGraphExecDestroy(ge);
+    cudaGraphDestroy(g);
+
+    /* cuBLAS BF16 baseline, y[M, N] = x · Wᵀ with W BF16 [N, K]. In cuBLAS column-major terms:
+     * C[N, M] (ldc N) = op(A) · B with A = W seen as K x N (lda K, op T) and B = x seen as K x M. */
+    const size_t wb16 = (size_t)(N * K) * 2;
+    int bcopies = (int)((BENCH_ROTATE_BYTES + wb16 - 1) / wb16);
+    if (bcopies < 2) bcopies = 2;
+    if (bcopies > BENCH_MAX_COPIES) bcopies = BENCH_MAX_COPIES;
+    void *wbf[BENCH_MAX_COPIES];
+    uint16_t *hwb = malloc(wb16);
+    for (int64_t i = 0; i < N * K; i++) hwb[i] = dsv4_bf16_encode((float)((int)(rnd() % 2001) - 1000) / 1000.0f);
+    for (int i = 0; i < bcopies; i++) {
+        CK(cudaMalloc(&wbf[i], wb16));
+        CK(cudaMemcpy(wbf[i], hwb, wb16, cudaMemcpyHostToDevice));
+    }
+    const float one = 1.0f, zero = 0.0f;
+    /* warm-up outside capture (cuBLAS picks its kernel and loads modules) */
+    CKB(cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, wbf[0], CUDA_R_16BF, (int)K, x,
+                     CUDA_R_16BF, (int)K, &zero, y, CUDA_R_16BF, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CK(cudaStreamSynchronize(st));
+    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    for (int i = 0; i < bcopies; i++)
+        CKB(cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, wbf[i], CUDA_R_16BF, (int)K, x,
+                         CUDA_R_16BF, (int)K, &zero, y, CUDA_R_16BF, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CK(cudaStreamEndCapture(st, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    const double tb = time_graph(ge, st) / bcopies * 1e-3;
+    cudaGraphExecDestroy(ge);
+    cudaGraphDestroy(g);
+
+    const double act_bytes = c->w4a4 ? (double)(M * K) * (0.5 + 1.0 / 16) : (double)(M * K) * 2;
+    const double bytes = (double)w0.bytes + act_bytes + (double)(M * N) * 2;
+    const double bytes_cublas = (double)wb16 + (double)(M * K) * 2 + (double)(M * N) * 2;
+    const double flops = 2.0 * (double)M * (double)N * (double)K;
+    printf("{\"name\": \"%s\", \"M\": %lld, \"N\": %lld, \"K\": %lld, \"format\": \"%s\", \"mode\": \"%s\", "
+           "\"path\": \"%s\", \"weight_copies\": %d, \"time_us\": %.3f, \"bytes\": %.0f, \"gbs\": %.1f, "
+           "\"tflops\": %.2f, \"copy_bw_gbs\": %.1f, \"frac_of_copy_bw\": %.3f, "
+           "\"cublas_bf16_time_us\": %.3f, \"cublas_bf16_gbs\": %.1f, \"cublas_bf16_tflops\": %.2f, "
+           "\"speedup_vs_cublas\": %.3f}\n",
+           c->name, (long long)M, (long long)N, (long long)K, dsv4_wformat_name(c->f), c->w4a4 ? "W4A4" : "W4A16",
+           M <= DSV4_CUDA_LINEAR_DECODE_MAX_M ? "decode" : "prefill", copies, t * 1e6, bytes, bytes / t / 1e9,
+           flops / t / 1e12, copy_gbs, bytes / t / 1e9 / copy_gbs, tb * 1e6, bytes_cublas / tb / 1e9,
+           flops / tb / 1e12, tb / t);
+    fflush(stdout);
+
+    for (int i = 0; i < bcopies; i++) cudaFree(wbf[i]);
+    for (int i = 0; i < copies; i++) dsv4_cuda_weight_free(&w[i]);
+    cudaFree(x);
+    cudaFree(xq);
+    cudaFree(xs);
+    cudaFree(y);
+    cudaFree(ws);
+    free(hq);
+    free(hs);
+    free(hx);
+    free(hq4);
+    free(hs4);
+    free(hwb);
+}
+
+int main(void) {
+    int n = 0;
+    if (dsv4_cuda_device_count(&n) != DSV4_OK || n == 0) {
+        fprintf(stderr, "bench_linear: no GPU\n");
+        return 1;
+    }
+    dsv4_device_info info;
+    CKD(dsv4_cuda_device_info(0, &info));
+    fprintf(stderr, "bench_linear on %s (sm_%d%d, %d SMs, L2 %zu MB)\n", info.name, info.cc_major, info.cc_minor,
+            info.sm_count, info.l2_bytes >> 20);
+    CKD(dsv4_cuda_linear_init());
+    cudaStream_t st;
+    CK(cudaStreamCreate(&st));
+    cublasHandle_t cb;
+    CKB(cublasCreate(&cb));
+    CKB(cublasSetStream(cb, st));
+    void *cb_ws;
+    CK(cudaMalloc(&cb_ws, (size_t)32 << 20)); /* a fixed workspace, so capture never allocates */
+    CKB(cublasSetWorkspace(cb, cb_ws, (size_t)32 << 20));
+
+    const double copy_gbs = copy_bandwidth(st);
+    printf("{\"device\": \"%s\", \"copy_bw_gbs\": %.1f, \"copy_bytes\": %zu}\n", info.name, copy_gbs, 2 * COPY_BYTES);
+
+    const bench_case cases[] = {
+        {"wq_b", 1, 32768, 1024, DSV4_WF_NVFP4, 0},      {"wq_b", 4, 32768, 1024, DSV4_WF_NVFP4, 0},
+        {"wq_b", 16, 32768, 1024, DSV4_WF_NVFP4, 0},     {"wq_b", 64, 32768, 1024, DSV4_WF_NVFP4, 0},
+        {"wo_b", 1, 4096, 8192, DSV4_WF_NVFP4, 0},       {"wo_b", 4, 4096, 8192, DSV4_WF_NVFP4, 0},
+        {"wo_b", 16, 4096, 8192, DSV4_WF_NVFP4, 0},      {"wo_b", 64, 4096, 8192, DSV4_WF_NVFP4, 0},
+        {"expert_w1", 1, 2048, 4096, DSV4_WF_NVFP4, 0},  {"expert_w1", 4, 2048, 4096, DSV4_WF_NVFP4, 0},
+        {"expert_w1", 16, 2048, 4096, DSV4_WF_NVFP4, 0}, {"expert_w1", 64, 2048, 4096, DSV4_WF_NVFP4, 0},
+        {"expert_w1", 1, 2048, 4096, DSV4_WF_NVFP4, 1},  {"expert_w1", 16, 2048, 4096, DSV4_WF_NVFP4, 1},
+        {"expert_w1", 1, 2048, 4096, DSV4_WF_MXFP4, 0},  {"expert_w1", 16, 2048, 4096, DSV4_WF_MXFP4, 0},
+        {"wq_b", 1, 32768, 1024, DSV4_WF_FP8_B128, 0},   {"wq_b", 16, 32768, 1024, DSV4_WF_FP8_B128, 0},
+        {"square", 4096, 4096, 4096, DSV4_WF_NVFP4, 0},  {"expert_w1", 4096, 2048, 4096, DSV4_WF_NVFP4, 0},
+        {"square", 4096, 4096, 4096, DSV4_WF_NVFP4, 1},  {"square", 4096, 4096, 4096, DSV4_WF_MXFP4, 0},
+        {"square", 4096, 4096, 4096, DSV4_WF_FP8_B128, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], cb, st, copy_gbs);
+    cublasDestroy(cb);
+    cudaFree(cb_ws);
+    cudaStreamDestroy(st);
+    return 0;
+}
+
+#else
+int main(void) {
+    fprintf(stderr, "bench_linear: built without CUDA (no GPU)\n");
+    return 1;
+}
+#endif
