@@ -15,6 +15,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "bench_common.h"
 #include "cuda/device.h"
 #include "cuda/linear.h"
 #include "format/fp.h"
@@ -22,16 +23,7 @@
 #define BENCH_REPLAYS 60
 #define BENCH_ROTATE_BYTES ((size_t)256 << 20) /* >= 5x the 50 MB L2 of an H100 */
 #define BENCH_MAX_COPIES 32
-#define COPY_BYTES ((size_t)1 << 30)
 
-#define CK(call)                                                                                  \
-    do {                                                                                          \
-        cudaError_t e_ = (call);                                                                  \
-        if (e_ != cudaSuccess) {                                                                  \
-            fprintf(stderr, "bench_linear: %s failed: %s (line %d)\n", #call, cudaGetErrorString(e_), __LINE__); \
-            exit(1);                                                                              \
-        }                                                                                         \
-    } while (0)
 #define CKB(call)                                                                                 \
     do {                                                                                          \
         cublasStatus_t s_ = (call);                                                               \
@@ -40,14 +32,6 @@
             exit(1);                                                                              \
         }                                                                                         \
     } while (0)
-#define CKD(call)                                                                                 \
-    do {                                                                                          \
-        if ((call) != DSV4_OK) {                                                                  \
-            fprintf(stderr, "bench_linear: %s failed: %s\n", #call, dsv4_last_error());          \
-            exit(1);                                                                              \
-        }                                                                                         \
-    } while (0)
-
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void) {
     uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
@@ -56,49 +40,23 @@ static uint64_t rnd(void) {
     return z ^ (z >> 31);
 }
 
-static int cmp_float(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
 /* Median milliseconds of BENCH_REPLAYS launches of a graph. */
 static float time_graph(cudaGraphExec_t ge, cudaStream_t st) {
     float t[BENCH_REPLAYS];
     cudaEvent_t a, b;
-    CK(cudaEventCreate(&a));
-    CK(cudaEventCreate(&b));
-    for (int i = 0; i < 3; i++) CK(cudaGraphLaunch(ge, st)); /* warm-up */
+    BENCH_CU(cudaEventCreate(&a));
+    BENCH_CU(cudaEventCreate(&b));
+    for (int i = 0; i < 3; i++) BENCH_CU(cudaGraphLaunch(ge, st)); /* warm-up */
     for (int i = 0; i < BENCH_REPLAYS; i++) {
-        CK(cudaEventRecord(a, st));
-        CK(cudaGraphLaunch(ge, st));
-        CK(cudaEventRecord(b, st));
-        CK(cudaEventSynchronize(b));
-        CK(cudaEventElapsedTime(&t[i], a, b));
+        BENCH_CU(cudaEventRecord(a, st));
+        BENCH_CU(cudaGraphLaunch(ge, st));
+        BENCH_CU(cudaEventRecord(b, st));
+        BENCH_CU(cudaEventSynchronize(b));
+        BENCH_CU(cudaEventElapsedTime(&t[i], a, b));
     }
     cudaEventDestroy(a);
     cudaEventDestroy(b);
-    qsort(t, BENCH_REPLAYS, sizeof t[0], cmp_float);
-    return t[BENCH_REPLAYS / 2];
-}
-
-/* Device-to-device copy bandwidth in GB/s, counting bytes read + written. */
-static double copy_bandwidth(cudaStream_t st) {
-    void *a, *b;
-    CK(cudaMalloc(&a, COPY_BYTES));
-    CK(cudaMalloc(&b, COPY_BYTES));
-    CK(cudaMemset(a, 1, COPY_BYTES));
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-    CK(cudaMemcpyAsync(b, a, COPY_BYTES, cudaMemcpyDeviceToDevice, st));
-    CK(cudaStreamEndCapture(st, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    float ms = time_graph(ge, st);
-    cudaGraphExecDestroy(ge);
-    cudaGraphDestroy(g);
-    cudaFree(a);
-    cudaFree(b);
-    return 2.0 * (double)COPY_BYTES / (ms * 1e-3) / 1e9;
+    return bench_median(t, BENCH_REPLAYS);
 }
 
 typedef struct {
@@ -139,35 +97,35 @@ static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, do
     uint8_t *hq, *hs;
     fill_weight(&hw, c->f, N, K, &hq, &hs);
     dsv4_cuda_weight w0;
-    CKD(dsv4_cuda_weight_upload(&hw, &w0));
+    BENCH_OK(dsv4_cuda_weight_upload(&hw, &w0));
     int copies = (int)((BENCH_ROTATE_BYTES + w0.bytes - 1) / w0.bytes);
     if (copies < 2) copies = 2;
     if (copies > BENCH_MAX_COPIES) copies = BENCH_MAX_COPIES;
     dsv4_cuda_weight w[BENCH_MAX_COPIES];
     w[0] = w0;
-    for (int i = 1; i < copies; i++) CKD(dsv4_cuda_weight_upload(&hw, &w[i]));
+    for (int i = 1; i < copies; i++) BENCH_OK(dsv4_cuda_weight_upload(&hw, &w[i]));
 
     /* activations: BF16 x, or NVFP4 x (random codes, scales around 1) */
     uint16_t *hx = malloc((size_t)(M * K) * 2);
     for (int64_t i = 0; i < M * K; i++) hx[i] = dsv4_bf16_encode((float)((int)(rnd() % 2001) - 1000) / 1000.0f);
     void *x, *xq, *xs, *y, *ws = NULL;
-    CK(cudaMalloc(&x, (size_t)(M * K) * 2));
-    CK(cudaMemcpy(x, hx, (size_t)(M * K) * 2, cudaMemcpyHostToDevice));
+    BENCH_CU(cudaMalloc(&x, (size_t)(M * K) * 2));
+    BENCH_CU(cudaMemcpy(x, hx, (size_t)(M * K) * 2, cudaMemcpyHostToDevice));
     uint8_t *hq4 = malloc((size_t)(M * K / 2)), *hs4 = malloc((size_t)(M * K / 16));
     for (int64_t i = 0; i < M * K / 2; i++) hq4[i] = (uint8_t)rnd();
     for (int64_t i = 0; i < M * K / 16; i++) hs4[i] = (uint8_t)(0x30 + rnd() % 16);
-    CK(cudaMalloc(&xq, (size_t)(M * K / 2)));
-    CK(cudaMalloc(&xs, (size_t)(M * K / 16)));
-    CK(cudaMemcpy(xq, hq4, (size_t)(M * K / 2), cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(xs, hs4, (size_t)(M * K / 16), cudaMemcpyHostToDevice));
-    CK(cudaMalloc(&y, (size_t)(M * N) * 2));
+    BENCH_CU(cudaMalloc(&xq, (size_t)(M * K / 2)));
+    BENCH_CU(cudaMalloc(&xs, (size_t)(M * K / 16)));
+    BENCH_CU(cudaMemcpy(xq, hq4, (size_t)(M * K / 2), cudaMemcpyHostToDevice));
+    BENCH_CU(cudaMemcpy(xs, hs4, (size_t)(M * K / 16), cudaMemcpyHostToDevice));
+    BENCH_CU(cudaMalloc(&y, (size_t)(M * N) * 2));
     const size_t wsb = dsv4_cuda_linear_workspace_bytes(&w0, M);
-    if (wsb) CK(cudaMalloc(&ws, wsb));
+    if (wsb) BENCH_CU(cudaMalloc(&ws, wsb));
     dsv4_cuda_act_nvfp4 aq = {xq, xs, NULL, 1.0f / 2688};
 
     cudaGraph_t g;
     cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    BENCH_CU(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
     for (int i = 0; i < copies; i++) {
         dsv4_cuda_linear_args a = {0};
         a.w = &w[i];
@@ -178,10 +136,10 @@ static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, do
         a.out = DSV4_CUDA_OUT_BF16;
         a.workspace = ws;
         a.workspace_bytes = wsb;
-        CKD(dsv4_cuda_linear(&a, st));
+        BENCH_OK(dsv4_cuda_linear(&a, st));
     }
-    CK(cudaStreamEndCapture(st, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
+    BENCH_CU(cudaStreamEndCapture(st, &g));
+    BENCH_CU(cudaGraphInstantiate(&ge, g, 0));
     const double t = time_graph(ge, st) / copies * 1e-3; /* seconds per op */
     cudaGraphExecDestroy(ge);
     cudaGraphDestroy(g);
@@ -196,20 +154,20 @@ static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, do
     uint16_t *hwb = malloc(wb16);
     for (int64_t i = 0; i < N * K; i++) hwb[i] = dsv4_bf16_encode((float)((int)(rnd() % 2001) - 1000) / 1000.0f);
     for (int i = 0; i < bcopies; i++) {
-        CK(cudaMalloc(&wbf[i], wb16));
-        CK(cudaMemcpy(wbf[i], hwb, wb16, cudaMemcpyHostToDevice));
+        BENCH_CU(cudaMalloc(&wbf[i], wb16));
+        BENCH_CU(cudaMemcpy(wbf[i], hwb, wb16, cudaMemcpyHostToDevice));
     }
     const float one = 1.0f, zero = 0.0f;
     /* warm-up outside capture (cuBLAS picks its kernel and loads modules) */
     CKB(cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, wbf[0], CUDA_R_16BF, (int)K, x,
                      CUDA_R_16BF, (int)K, &zero, y, CUDA_R_16BF, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    CK(cudaStreamSynchronize(st));
-    CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+    BENCH_CU(cudaStreamSynchronize(st));
+    BENCH_CU(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
     for (int i = 0; i < bcopies; i++)
         CKB(cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, wbf[i], CUDA_R_16BF, (int)K, x,
                          CUDA_R_16BF, (int)K, &zero, y, CUDA_R_16BF, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    CK(cudaStreamEndCapture(st, &g));
-    CK(cudaGraphInstantiate(&ge, g, 0));
+    BENCH_CU(cudaStreamEndCapture(st, &g));
+    BENCH_CU(cudaGraphInstantiate(&ge, g, 0));
     const double tb = time_graph(ge, st) / bcopies * 1e-3;
     cudaGraphExecDestroy(ge);
     cudaGraphDestroy(g);
@@ -251,21 +209,21 @@ int main(void) {
         return 1;
     }
     dsv4_device_info info;
-    CKD(dsv4_cuda_device_info(0, &info));
+    BENCH_OK(dsv4_cuda_device_info(0, &info));
     fprintf(stderr, "bench_linear on %s (sm_%d%d, %d SMs, L2 %zu MB)\n", info.name, info.cc_major, info.cc_minor,
             info.sm_count, info.l2_bytes >> 20);
-    CKD(dsv4_cuda_linear_init());
+    BENCH_OK(dsv4_cuda_linear_init());
     cudaStream_t st;
-    CK(cudaStreamCreate(&st));
+    BENCH_CU(cudaStreamCreate(&st));
     cublasHandle_t cb;
     CKB(cublasCreate(&cb));
     CKB(cublasSetStream(cb, st));
     void *cb_ws;
-    CK(cudaMalloc(&cb_ws, (size_t)32 << 20)); /* a fixed workspace, so capture never allocates */
+    BENCH_CU(cudaMalloc(&cb_ws, (size_t)32 << 20)); /* a fixed workspace, so capture never allocates */
     CKB(cublasSetWorkspace(cb, cb_ws, (size_t)32 << 20));
 
-    const double copy_gbs = copy_bandwidth(st);
-    printf("{\"device\": \"%s\", \"copy_bw_gbs\": %.1f, \"copy_bytes\": %zu}\n", info.name, copy_gbs, 2 * COPY_BYTES);
+    const double copy_gbs = bench_copy_gbps(st);
+    printf("{\"device\": \"%s\", \"copy_bw_gbs\": %.1f, \"copy_bytes\": %zu}\n", info.name, copy_gbs, (size_t)2 << 30);
 
     const bench_case cases[] = {
         {"wq_b", 1, 32768, 1024, DSV4_WF_NVFP4, 0},      {"wq_b", 4, 32768, 1024, DSV4_WF_NVFP4, 0},
