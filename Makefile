@@ -3,10 +3,11 @@
 #   make test       build and run every test (GPU cases skip without a GPU)
 #   make asan       CPU suite under AddressSanitizer + UBSan (build-asan/)
 #   make fuzz       libFuzzer targets (clang), each run for FUZZ_SECONDS
-#   make deps       install build dependencies (Debian)
+#   make deps       install build dependencies (Debian) and the Python test oracles (pip)
 #   make SM=100a    compile the CUDA objects for Blackwell instead of Hopper (build-sm100a/)
 
 SM        ?= 90a
+SUDO      ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CC        ?= gcc
 NVCC      ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
@@ -109,6 +110,15 @@ fuzz: $(FUZZ_TARGETS)
 	    tail -40 build-fuzz/$$name.log; echo "fuzz $$name: FAILED (build-fuzz/$$name.log)"; exit 1; \
 	  fi; \
 	done
+
+# Build dependencies (Debian) and the Python test oracles (independent implementations the
+# tests compare against: numpy, ml_dtypes, safetensors); without the oracles those tests skip.
+DEPS_APT := build-essential libcjson-dev clang libclang-rt-14-dev python3 python3-pip
+DEPS_PIP := numpy ml_dtypes safetensors
+deps:
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(DEPS_APT) >/dev/null
+	python3 -m pip install -q $(DEPS_PIP) 2>/dev/null || python3 -m pip install -q --break-system-packages $(DEPS_PIP)
 
 # The GPU machine cannot reach package registries: fetch the Debian packages the build needs
 # here, carry .devdeps/ with the device call, and let tests/gpu/run_device.sh unpack them.
