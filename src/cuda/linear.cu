@@ -75,6 +75,12 @@ extern "C" dsv4_status dsv4_cuda_weight_upload(const dsv4_weight *w, dsv4_cuda_w
         snprintf(op, sizeof op, "upload %s: cudaMemcpy scales", what);
         st = dsv4_cuda_check(cudaMemcpy((uint8_t *)buf + scale_off, w->scale, scales, cudaMemcpyHostToDevice), op);
     }
+    if (st == DSV4_OK) {
+        /* a copy from pageable memory may return before the DMA lands; kernels on a
+         * non-blocking stream must not read half-copied weights (upload is load time) */
+        snprintf(op, sizeof op, "upload %s: cudaDeviceSynchronize", what);
+        st = dsv4_cuda_check(cudaDeviceSynchronize(), op);
+    }
     if (st != DSV4_OK) {
         cudaFree(buf);
         return st;
@@ -155,14 +161,22 @@ __global__ void __launch_bounds__(REDUCE_THREADS) linear_splitk_reduce(const Lin
 
 // ---- entry ----
 
-static bool g_init_done = false;
+// cudaFuncSetAttribute applies to the current device only: one flag per device.
+#define LINEAR_MAX_DEVICES 64
+static bool g_init_done[LINEAR_MAX_DEVICES];
 
 extern "C" dsv4_status dsv4_cuda_linear_init(void) {
-    if (g_init_done) return DSV4_OK;
+    int dev = 0;
+    DSV4_CUDA_TRY(cudaGetDevice(&dev), "cuda linear init: cudaGetDevice");
+    if (dev < 0 || dev >= LINEAR_MAX_DEVICES)
+        return dsv4_fail(DSV4_ERR_UNSUPPORTED, "cuda linear init: device %d beyond %d", dev, LINEAR_MAX_DEVICES);
+    if (g_init_done[dev]) return DSV4_OK;
     DSV4_TRY(linear_prefill_init());
-    g_init_done = true;
+    g_init_done[dev] = true;
     return DSV4_OK;
 }
+
+static bool aligned(const void *p, size_t a) { return ((uintptr_t)p % a) == 0; }
 
 extern "C" dsv4_status dsv4_cuda_linear(const dsv4_cuda_linear_args *a, cudaStream_t stream) {
     if (!a || !a->w || !a->y) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "cuda linear: missing weight or output");
@@ -176,6 +190,16 @@ extern "C" dsv4_status dsv4_cuda_linear(const dsv4_cuda_linear_args *a, cudaStre
     if (a->xq && !a->xq->token_scales && !(a->xq->input_scale > 0.0f && a->xq->input_scale < INFINITY))
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "cuda linear: NVFP4 activations: input_scale %g is not finite and positive",
                          (double)a->xq->input_scale);
+    /* the kernels' vector loads: a misaligned pointer would be a sticky launch failure that
+     * takes the whole CUDA context down, so refuse it here */
+    if ((a->x && !aligned(a->x, 16)) || (a->xq && (!aligned(a->xq->q, 8) || !aligned(a->xq->scale, 2))) ||
+        !aligned(w->data, 16) || !aligned(w->scale, 4) || !aligned(a->y, 16))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "cuda linear: x and y need 16-byte, NVFP4 activations 8-byte, "
+                         "weights 16-byte (payload) and 4-byte (scales) alignment");
+    /* the prefill grid has ceil(M/128) rows in gridDim.y (at most 65535) */
+    if (a->M > (int64_t)65535 * 128)
+        return dsv4_fail(DSV4_ERR_SHAPE, "cuda linear: M = %lld is more rows than one call takes (%d)", (long long)a->M,
+                         65535 * 128);
     DSV4_TRY(dsv4_cuda_linear_init());
 
     const int fmt = fmt_of(w->format), act = a->xq ? LIN_ACT_NVFP4 : LIN_ACT_BF16;

@@ -46,7 +46,7 @@ void dsv4_cuda_weight_free(dsv4_cuda_weight *w);
  * input_scale (per tensor). The linear multiplies once by alpha = input_scale · global. */
 typedef struct dsv4_cuda_act_nvfp4 {
     const uint8_t *q;
-    const uint8_t *scale;
+    const uint8_t *scale;      /* e4m3 [M, K/16] in the LINEAR layout (not the 128x4 swizzle) */
     const float *token_scales; /* device [M] or NULL */
     float input_scale;         /* used when token_scales == NULL */
 } dsv4_cuda_act_nvfp4;
