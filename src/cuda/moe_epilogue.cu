@@ -38,7 +38,9 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
     }
     if (n_rows && r >= *n_rows) return; // past the rows in use: nothing reads them
     int expert = 0;
-    if (tile_expert && (expert = tile_expert[r / tile]) < 0) return; // a tile no expert owns
+    // tile_expert has rows / tile entries: a row of an incomplete last tile, or of a tile
+    // owned by no expert (-1), is past offsets[E] (a multiple of tile) and is not in use
+    if (tile_expert && (r / tile >= rows / tile || (expert = tile_expert[r / tile]) < 0)) return;
     const int64_t hg = r * 2 * inter, hu = hg + inter; // element offsets of this row's halves
     if (!d.q) {
         for (int i = threadIdx.x; i < inter; i += blockDim.x)

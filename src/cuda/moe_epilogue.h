@@ -43,7 +43,8 @@ typedef struct dsv4_cuda_swiglu_args {
     void *out;                 /* [rows, inter] in out_dtype, or NULL (then q is required) */
     dsv4_cuda_dtype out_dtype;
     const dsv4_cuda_nvfp4_out *q; /* NULL, or STATIC / DYNAMIC_TOKEN (DYNAMIC_TENSOR: UNSUPPORTED) */
-    const int32_t *tile_expert;   /* STATIC only, optional: [rows / tile] from the layout */
+    const int32_t *tile_expert;   /* STATIC only, optional: [rows / tile] (the layout's map
+                                     when rows = max_rows); ignored by the other modes */
     int tile;
 } dsv4_cuda_swiglu_args;
 
