@@ -1,0 +1,164 @@
+// MoE SwiGLU epilogue and combine kernels (header: moe_epilogue.h; CPU reference:
+// src/cpu/moe.c).
+//
+// SwiGLU: one block of 256 threads per row. Without NVFP4 each thread walks the row with a
+// stride of the block (coalesced gate and up reads). With NVFP4 each thread owns whole
+// 16-element blocks; the per-row dynamic scale needs the row's amax first, so the row's
+// SwiGLU is evaluated twice (once for the amax, once to quantize) rather than staged: the
+// rows are short (I = 2048) and recomputing avoids a shared-memory size limit on I.
+// Combine: one block per token; thread 0 orders the token's <= 8 slots by expert id, then
+// every thread accumulates its columns over them.
+#include <limits.h>
+
+#include "cuda/common.cuh"
+#include "cuda/moe_epilogue.h"
+#include "cuda/moe_math.cuh"
+#include "cuda/nvfp4.cuh"
+
+#define SWIGLU_THREADS 256
+#define COMBINE_THREADS 256
+#define COMBINE_MAX_K 8
+
+// moe.c: g = fminf(g, limit) (no lower clamp), u = fminf(fmaxf(u, -limit), limit),
+// g / (1.0f + expf(-g)) * u, left to right. fminf/fmaxf have the same NaN rule on both sides
+// (the non-NaN operand wins).
+__device__ __forceinline__ float swiglu_as_cpu(float g, float u, float limit) {
+    const float gi = fminf(g, limit), ui = fminf(fmaxf(u, -limit), limit);
+    return f_mul(f_div(gi, f_add(1.0f, moe_expf(-gi))), ui);
+}
+
+__global__ void __launch_bounds__(SWIGLU_THREADS)
+    k_moe_swiglu(const void *h, int h_dtype, int64_t rows, int inter, float limit, const int32_t *n_rows, void *out,
+                 int out_dtype, nvfp4_dst d, const int32_t *tile_expert, int tile) {
+    __shared__ float sh[33];
+    const int64_t r = blockIdx.x, kb = inter / 16;
+    if (r >= rows) { // a padding row of the swizzled scale layout (d.q set, else not launched)
+        nvfp4_zero_pad(&d, r, kb, 1);
+        return;
+    }
+    if (n_rows && r >= *n_rows) return; // past the rows in use: nothing reads them
+    int expert = 0;
+    // tile_expert has rows / tile entries: a row of an incomplete last tile, or of a tile
+    // owned by no expert (-1), is past offsets[E] (a multiple of tile) and is not in use
+    if (tile_expert && (r / tile >= rows / tile || (expert = tile_expert[r / tile]) < 0)) return;
+    const int64_t hg = r * 2 * inter, hu = hg + inter; // element offsets of this row's halves
+    if (!d.q) {
+        for (int i = threadIdx.x; i < inter; i += blockDim.x)
+            store_elem(out, out_dtype, r * inter + i,
+                       swiglu_as_cpu(load_elem(h, h_dtype, hg + i), load_elem(h, h_dtype, hu + i), limit));
+        return;
+    }
+    float s;
+    if (d.mode == DSV4_ACT_SCALE_DYNAMIC_TOKEN) {
+        float amax = 0.0f;
+        for (int i = threadIdx.x; i < inter; i += blockDim.x)
+            amax = f_max_nan_ignored(
+                amax, f_abs(swiglu_as_cpu(load_elem(h, h_dtype, hg + i), load_elem(h, h_dtype, hu + i), limit)));
+        s = nvfp4_dynamic_scale(block_reduce(amax, sh, 1));
+        if (threadIdx.x == 0) d.scale[r] = s;
+    } else {
+        s = d.scale[expert];
+    }
+    const float g = f_div(1.0f, s);
+    for (int64_t c = threadIdx.x; c < kb; c += blockDim.x) {
+        float v[16];
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+            const int64_t i = c * 16 + j;
+            v[j] = swiglu_as_cpu(load_elem(h, h_dtype, hg + i), load_elem(h, h_dtype, hu + i), limit);
+            if (out) store_elem(out, out_dtype, r * inter + i, v[j]);
+        }
+        uint32_t packed[2];
+        d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16(v, g, packed);
+        *(uint2 *)(d.q + r * (inter / 2) + c * 8) = make_uint2(packed[0], packed[1]);
+    }
+    nvfp4_zero_pad(&d, r, kb, 0);
+}
+
+static bool dtype_ok(dsv4_cuda_dtype t) { return t == DSV4_CUDA_F32 || t == DSV4_CUDA_BF16; }
+
+extern "C" dsv4_status dsv4_cuda_moe_swiglu(cudaStream_t stream, const dsv4_cuda_swiglu_args *a) {
+    if (!a || !a->h || (!a->out && !a->q))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_swiglu: NULL input, or neither output given");
+    if (a->rows < 0 || a->rows > INT_MAX / 2 || a->inter <= 0 || a->inter > INT_MAX / 4)
+        return dsv4_fail(DSV4_ERR_SHAPE, "moe_swiglu: bad sizes rows=%lld inter=%d", (long long)a->rows, a->inter);
+    if (!dtype_ok(a->h_dtype) || (a->out && !dtype_ok(a->out_dtype)))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_swiglu: unknown dtype %d or %d", (int)a->h_dtype,
+                         (int)a->out_dtype);
+    if (a->tile_expert && a->tile <= 0)
+        return dsv4_fail(DSV4_ERR_SHAPE, "moe_swiglu: tile_expert given with tile %d", a->tile);
+    nvfp4_dst d = {NULL, NULL, NULL, 0, 0};
+    if (a->q) {
+        const dsv4_cuda_nvfp4_out *q = a->q;
+        if (!q->q || !q->sf || !q->scale)
+            return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_swiglu: NULL NVFP4 output pointer");
+        if (a->inter % 16)
+            return dsv4_fail(DSV4_ERR_SHAPE, "moe_swiglu: NVFP4 output needs inter a multiple of 16, got %d", a->inter);
+        if (q->mode != DSV4_ACT_SCALE_STATIC && q->mode != DSV4_ACT_SCALE_DYNAMIC_TOKEN)
+            return dsv4_fail(DSV4_ERR_UNSUPPORTED, "moe_swiglu: NVFP4 scale mode %d (only STATIC and DYNAMIC_TOKEN fuse)",
+                             (int)q->mode);
+        if (q->layout != DSV4_SF_LINEAR && q->layout != DSV4_SF_SWIZZLED)
+            return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_swiglu: unknown scale layout %d", (int)q->layout);
+        if ((uintptr_t)q->q & 7)
+            return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_swiglu: NVFP4 payload must be 8-byte aligned");
+        d.q = q->q, d.sf = q->sf, d.scale = q->scale;
+        d.mode = (int)q->mode, d.swizzled = q->layout == DSV4_SF_SWIZZLED;
+    }
+    if (a->rows == 0) return DSV4_OK;
+    const int64_t grid = d.swizzled ? (a->rows + 127) / 128 * 128 : a->rows;
+    k_moe_swiglu<<<(unsigned)grid, SWIGLU_THREADS, 0, stream>>>(
+        a->h, (int)a->h_dtype, a->rows, a->inter, a->limit, a->n_rows, a->out, (int)a->out_dtype, d,
+        d.q && d.mode == DSV4_ACT_SCALE_STATIC ? a->tile_expert : NULL, a->tile);
+    DSV4_CUDA_LAUNCHED("moe_swiglu: kernel");
+    return DSV4_OK;
+}
+
+// ---------------------------------------------------------------- combine
+
+__global__ void __launch_bounds__(COMBINE_THREADS)
+    k_moe_combine(int k, int D, const void *y, int y_dtype, const int32_t *idx, const int32_t *inv,
+                  const float *weights, const void *shared, int shared_dtype, void *out, int out_dtype) {
+    __shared__ int64_t row_s[COMBINE_MAX_K];
+    __shared__ float w_s[COMBINE_MAX_K];
+    __shared__ int n_s;
+    const int64_t t = blockIdx.x;
+    if (threadIdx.x == 0) {
+        // insertion sort by expert id; '>' (not '>=') keeps equal ids in slot order
+        int32_t ord_e[COMBINE_MAX_K];
+        int n = 0;
+        for (int j = 0; j < k; j++) {
+            const int32_t row = inv[t * k + j], e = idx[t * k + j];
+            if (row < 0) continue; // a dropped pair
+            int i = n++;
+            for (; i > 0 && ord_e[i - 1] > e; i--) ord_e[i] = ord_e[i - 1], row_s[i] = row_s[i - 1], w_s[i] = w_s[i - 1];
+            ord_e[i] = e, row_s[i] = row, w_s[i] = weights[t * k + j];
+        }
+        n_s = n;
+    }
+    __syncthreads();
+    const int n = n_s;
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        float acc = 0.0f; // dsv4_cpu_moe starts from memset zero
+        for (int i = 0; i < n; i++) acc = f_add(acc, f_mul(load_elem(y, y_dtype, row_s[i] * D + c), w_s[i]));
+        if (shared) acc = f_add(acc, load_elem(shared, shared_dtype, t * D + c));
+        store_elem(out, out_dtype, t * D + c, acc);
+    }
+}
+
+extern "C" dsv4_status dsv4_cuda_moe_combine(cudaStream_t stream, int T, int k, int D, const void *y,
+                                             dsv4_cuda_dtype y_dtype, const int32_t *idx, const int32_t *inv,
+                                             const float *weights, const void *shared, dsv4_cuda_dtype shared_dtype,
+                                             void *out, dsv4_cuda_dtype out_dtype) {
+    if (T > 0 && (!y || !idx || !inv || !weights || !out))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_combine: NULL argument");
+    if (T < 0 || k <= 0 || k > COMBINE_MAX_K || D <= 0)
+        return dsv4_fail(DSV4_ERR_SHAPE, "moe_combine: bad sizes T=%d k=%d D=%d (k <= %d)", T, k, D, COMBINE_MAX_K);
+    if (!dtype_ok(y_dtype) || !dtype_ok(out_dtype) || (shared && !dtype_ok(shared_dtype)))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_combine: unknown dtype %d, %d or %d", (int)y_dtype,
+                         (int)shared_dtype, (int)out_dtype);
+    if (T == 0) return DSV4_OK;
+    k_moe_combine<<<(unsigned)T, COMBINE_THREADS, 0, stream>>>(k, D, y, (int)y_dtype, idx, inv, weights, shared,
+                                                               (int)shared_dtype, out, (int)out_dtype);
+    DSV4_CUDA_LAUNCHED("moe_combine: kernel");
+    return DSV4_OK;
+}

@@ -1,0 +1,20 @@
+// The libm functions the MoE kernels share with the CPU reference (router.c, moe.c), and
+// why they cannot be bit-exact by construction.
+//
+// The CPU reference calls glibc's expf and log1pf. CUDA's single-precision expf/log1pf
+// have up to 2 ulp of error, so they disagree with the host often. Here each is evaluated
+// in double (CUDA: <= 1 ulp of double) and rounded once to float. That equals the
+// correctly rounded float result unless the exact value lies within ~2^-52 (relative) of
+// a float rounding midpoint (about 1 input in 10^8). So the device results are the
+// correctly rounded ones, and agreement with the host holds exactly where the host's libm
+// is correctly rounded too. glibc 2.36 (this build machine): expf differs from the
+// correctly rounded result for ~0.06% of inputs, log1pf for ~2% (1 ulp each); newer
+// glibc releases (CORE-MATH) are correctly rounded. Everything else in the kernels
+// (sqrt, +, ×, ÷, min/max, comparisons) is an IEEE-exact operation, done with the _rn
+// intrinsics so that nvcc cannot contract a·b+c into an FMA the CPU does not do.
+#pragma once
+
+#include <cuda_runtime.h>
+
+__device__ __forceinline__ float moe_expf(float x) { return (float)exp((double)x); }
+__device__ __forceinline__ float moe_log1pf(float x) { return (float)log1p((double)x); }

@@ -1,0 +1,262 @@
+// MoE router and permutation kernels (header: moe_route.h; CPU references: src/cpu/router.c
+// and src/cpu/moe_route.c).
+//
+// Router: one warp per token, four tokens per block. The E <= 384 scores of a token live in
+// shared memory; top-k is k rounds of a warp argmax. The sums the CPU does serially (the
+// softmax denominator, the sum of the k weights) are done serially by lane 0 in the CPU's
+// order, because a tree sum would round differently; they are E and k additions per token,
+// negligible next to reading the logits.
+//
+// Permutation: a one-block kernel counts pairs per expert (shared-memory atomics; an
+// integer count does not depend on the order of the increments) and writes the padded
+// offsets and the tile -> expert map; then one block per expert ranks that expert's pairs in
+// ascending pair order (ballot + popc per warp, warp totals per block) and writes rows and
+// the inverse map, and one extra block fills the unused tail of row_token with -1. Each
+// expert's block stops scanning once it has placed all of its pairs.
+#include <limits.h>
+#include <math.h>
+
+#include "cuda/common.cuh"
+#include "cuda/moe_math.cuh"
+#include "cuda/moe_route.h"
+#include "cuda/nvfp4.cuh"
+
+#define ROUTER_WARPS 4
+#define COUNT_THREADS 1024
+#define PLACE_THREADS 256
+#define SCORE_SQRTSOFTPLUS 0
+#define SCORE_SIGMOID 1
+#define SCORE_SOFTMAX 2
+
+// dsv4_cpu_softplus: max(x, 0) + log1p(e^-|x|), the same float roundings in between.
+__device__ __forceinline__ float softplus_as_cpu(float x) {
+    return f_add(fmaxf(x, 0.0f), moe_log1pf(moe_expf(-fabsf(x))));
+}
+
+// Warp argmax of the unused, non-NaN values b[e] (e = lane, lane + 32, ...): the largest
+// value, the lowest id among equal ones (-0 equals +0, as in the CPU's '>' scan). Returns
+// -1 when the warp has no candidate. Every lane gets the same answer, because (value, id)
+// with id ascending is a total order the butterfly reduces exactly.
+__device__ int warp_argmax_unused(const float *b, const unsigned char *used, int E, int lane) {
+    float bv = 0.0f;
+    int bi = -1;
+    for (int e = lane; e < E; e += 32) // ascending within the lane: strict '>' keeps the lowest id
+        if (!used[e] && !isnan(b[e]) && (bi < 0 || b[e] > bv)) bv = b[e], bi = e;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi;
+    }
+    return bi;
+}
+
+__device__ __forceinline__ int warp_min_int(int v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = min(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+__global__ void __launch_bounds__(ROUTER_WARPS * 32)
+    k_moe_router(int E, int k, int score, int normalize, float scaling, int T, const float *logits,
+                 const float *bias, const int32_t *tid2eid, const int32_t *token_ids, int vocab, int32_t *idx,
+                 float *weights) {
+    __shared__ float s_all[ROUTER_WARPS][DSV4_CUDA_MOE_MAX_EXPERTS];      // scores
+    __shared__ float b_all[ROUTER_WARPS][DSV4_CUDA_MOE_MAX_EXPERTS];      // score + bias
+    __shared__ unsigned char used_all[ROUTER_WARPS][DSV4_CUDA_MOE_MAX_EXPERTS];
+    __shared__ int sel_all[ROUTER_WARPS][DSV4_CUDA_MOE_MAX_TOPK];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int t = blockIdx.x * ROUTER_WARPS + warp;
+    if (t >= T) return; // a whole warp leaves; the kernel has no block-wide barrier
+    float *s = s_all[warp], *b = b_all[warp];
+    unsigned char *used = used_all[warp];
+    int *sel = sel_all[warp];
+    const float *l = logits + (int64_t)t * E;
+
+    // ---- scores (router.c score_row)
+    if (score == SCORE_SOFTMAX) {
+        // fmaxf with NaN as identity folds to the CPU's fmaxf(l[0], ...) value in any order
+        float mx = __int_as_float(0x7fc00000);
+        for (int e = lane; e < E; e += 32) mx = fmaxf(mx, l[e]);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        for (int e = lane; e < E; e += 32) s[e] = moe_expf(__fsub_rn(l[e], mx));
+        __syncwarp();
+        float sum = 0.0f;
+        if (lane == 0)
+            for (int e = 0; e < E; e++) sum = f_add(sum, s[e]); // the CPU's serial order
+        sum = __shfl_sync(0xffffffffu, sum, 0);
+        for (int e = lane; e < E; e += 32) s[e] = f_div(s[e], sum);
+    } else {
+        for (int e = lane; e < E; e += 32)
+            s[e] = score == SCORE_SIGMOID ? f_div(1.0f, f_add(1.0f, moe_expf(-l[e]))) : f_sqrt(softplus_as_cpu(l[e]));
+    }
+    __syncwarp();
+
+    // ---- selection
+    if (tid2eid) {
+        if (lane < k) {
+            const int32_t tok = token_ids[t];
+            int32_t e = -1;
+            if (tok >= 0 && tok < vocab) e = tid2eid[(int64_t)tok * k + lane];
+            sel[lane] = e >= 0 && e < E ? e : -1; // out of range: dropped (router.c fails instead)
+        }
+    } else {
+        for (int e = lane; e < E; e += 32) {
+            b[e] = f_add(s[e], bias ? bias[e] : 0.0f); // the bias steers the choice only
+            used[e] = 0;
+        }
+        __syncwarp();
+        for (int j = 0; j < k; j++) {
+            // router.c scans upward from the first unused expert and replaces it only by a
+            // strictly larger value: if that first value is NaN it stays, otherwise the
+            // winner is the largest non-NaN value with the lowest id.
+            int first = INT_MAX;
+            for (int e = lane; e < E; e += 32)
+                if (!used[e]) {
+                    first = e;
+                    break;
+                }
+            first = warp_min_int(first);
+            const int best = isnan(b[first]) ? first : warp_argmax_unused(b, used, E, lane);
+            if (lane == 0) used[best] = 1, sel[j] = best;
+            __syncwarp();
+        }
+    }
+    __syncwarp();
+
+    // ---- weights (lane 0: k <= 8 values, the CPU's serial sum)
+    if (lane == 0) {
+        float w[DSV4_CUDA_MOE_MAX_TOPK], sum = 0.0f;
+        for (int j = 0; j < k; j++) {
+            w[j] = sel[j] >= 0 ? s[sel[j]] : 0.0f;
+            sum = f_add(sum, w[j]);
+        }
+        for (int j = 0; j < k; j++) {
+            float v = w[j];
+            if (normalize) v = f_div(v, f_add(sum, 1e-20f));
+            v = f_mul(v, scaling);
+            idx[(int64_t)t * k + j] = sel[j];
+            weights[(int64_t)t * k + j] = sel[j] >= 0 ? v : 0.0f;
+        }
+    }
+}
+
+extern "C" dsv4_status dsv4_cuda_moe_router(cudaStream_t stream, const dsv4_cuda_router_cfg *cfg, int T,
+                                            const float *logits, const float *bias, const int32_t *tid2eid,
+                                            const int32_t *token_ids, int vocab, int32_t *idx, float *weights) {
+    if (!cfg || (T > 0 && (!logits || !idx || !weights)) || (tid2eid && !token_ids))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_router: NULL argument");
+    const int E = cfg->n_experts, k = cfg->topk;
+    if (T < 0 || E <= 0 || E > DSV4_CUDA_MOE_MAX_EXPERTS || k <= 0 || k > DSV4_CUDA_MOE_MAX_TOPK ||
+        (!tid2eid && k > E) || (tid2eid && vocab <= 0))
+        return dsv4_fail(DSV4_ERR_SHAPE, "moe_router: bad sizes T=%d E=%d k=%d vocab=%d (E <= %d, k <= %d)", T, E, k,
+                         vocab, DSV4_CUDA_MOE_MAX_EXPERTS, DSV4_CUDA_MOE_MAX_TOPK);
+    if (cfg->score < SCORE_SQRTSOFTPLUS || cfg->score > SCORE_SOFTMAX)
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_router: unknown scoring function %d", cfg->score);
+    if (T == 0) return DSV4_OK;
+    const unsigned grid = (unsigned)((T + ROUTER_WARPS - 1) / ROUTER_WARPS);
+    k_moe_router<<<grid, ROUTER_WARPS * 32, 0, stream>>>(E, k, cfg->score, cfg->normalize, cfg->scaling, T, logits,
+                                                         bias, tid2eid, token_ids, vocab, idx, weights);
+    DSV4_CUDA_LAUNCHED("moe_router: kernel");
+    return DSV4_OK;
+}
+
+// ---------------------------------------------------------------- permutation
+
+__global__ void __launch_bounds__(COUNT_THREADS)
+    k_moe_count(const int32_t *idx, int n_pairs, int E, int tile, int max_tiles, int32_t *counts, int32_t *offsets,
+                int32_t *tile_expert, int32_t *inv) {
+    __shared__ int cnt[DSV4_CUDA_MOE_MAX_EXPERTS];
+    __shared__ int off[DSV4_CUDA_MOE_MAX_EXPERTS + 1];
+    for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
+    __syncthreads();
+    for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
+        const int32_t e = idx[p];
+        if (e >= 0 && e < E)
+            atomicAdd(&cnt[e], 1);
+        else
+            inv[p] = -1; // a dropped pair; k_moe_place writes every other entry
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) { // E <= 384 additions: not worth a parallel scan
+        int o = 0;
+        for (int e = 0; e < E; e++) {
+            off[e] = o;
+            o += (cnt[e] + tile - 1) / tile * tile;
+        }
+        off[E] = o;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) counts[e] = cnt[e];
+    for (int e = threadIdx.x; e <= E; e += blockDim.x) offsets[e] = off[e];
+    for (int i = threadIdx.x; i < max_tiles; i += blockDim.x) {
+        const int r = i * tile;
+        int owner = -1;
+        if (r < off[E]) { // the largest e with off[e] <= r; empty experts cannot own a row
+            int lo = 0, hi = E - 1;
+            while (lo < hi) {
+                const int mid = (lo + hi + 1) / 2;
+                if (off[mid] <= r)
+                    lo = mid;
+                else
+                    hi = mid - 1;
+            }
+            owner = lo;
+        }
+        tile_expert[i] = owner;
+    }
+}
+
+__global__ void __launch_bounds__(PLACE_THREADS)
+    k_moe_place(const int32_t *idx, int n_pairs, int k, int E, int max_rows, const int32_t *counts,
+                const int32_t *offsets, int32_t *row_token, int32_t *inv) {
+    __shared__ int warp_total[PLACE_THREADS / 32];
+    const int e = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (e == E) { // the tail past the rows in use
+        for (int r = offsets[E] + threadIdx.x; r < max_rows; r += blockDim.x) row_token[r] = -1;
+        return;
+    }
+    const int base = offsets[e], c = counts[e], end = offsets[e + 1];
+    for (int r = base + c + threadIdx.x; r < end; r += blockDim.x) row_token[r] = -1; // padding
+    int placed = 0; // the same in every thread: the loop condition is block-uniform
+    for (int chunk = 0; chunk < n_pairs && placed < c; chunk += blockDim.x) {
+        const int p = chunk + threadIdx.x;
+        const bool mine = p < n_pairs && idx[p] == e;
+        const unsigned ballot = __ballot_sync(0xffffffffu, mine);
+        if (lane == 0) warp_total[warp] = __popc(ballot);
+        __syncthreads();
+        int before = 0, total = 0;
+        for (int w = 0; w < PLACE_THREADS / 32; w++) {
+            before += w < warp ? warp_total[w] : 0;
+            total += warp_total[w];
+        }
+        if (mine) {
+            const int r = base + placed + before + __popc(ballot & ((1u << lane) - 1u));
+            row_token[r] = p / k;
+            inv[p] = r;
+        }
+        placed += total;
+        __syncthreads(); // warp_total is rewritten by the next chunk
+    }
+}
+
+extern "C" dsv4_status dsv4_cuda_moe_permute(cudaStream_t stream, const int32_t *idx, int T, int k, int E, int tile,
+                                             const dsv4_moe_layout *out) {
+    const int64_t max_rows = dsv4_moe_max_rows(T, k, E, tile);
+    if (max_rows < 0 || E > DSV4_CUDA_MOE_MAX_EXPERTS)
+        return dsv4_fail(DSV4_ERR_SHAPE, "moe_permute: bad sizes T=%d k=%d E=%d tile=%d (E <= %d, rows < 2^31)", T, k,
+                         E, tile, DSV4_CUDA_MOE_MAX_EXPERTS);
+    if (!out || !out->counts || !out->offsets || !out->row_token || !out->tile_expert || !out->inv ||
+        (T > 0 && !idx))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_permute: NULL argument");
+    // T = 0 still runs: the layout (all padding, no tiles) is written either way
+    const int n_pairs = T * k, max_tiles = (int)(max_rows / tile);
+    k_moe_count<<<1, COUNT_THREADS, 0, stream>>>(idx, n_pairs, E, tile, max_tiles, out->counts, out->offsets,
+                                                 out->tile_expert, out->inv);
+    DSV4_CUDA_LAUNCHED("moe_permute: count kernel");
+    k_moe_place<<<(unsigned)E + 1, PLACE_THREADS, 0, stream>>>(idx, n_pairs, k, E, (int)max_rows, out->counts,
+                                                               out->offsets, out->row_token, out->inv);
+    DSV4_CUDA_LAUNCHED("moe_permute: place kernel");
+    return DSV4_OK;
+}
