@@ -184,11 +184,17 @@ static int cmd_run(int argc, char **argv, int generate) {
     o.max_seq_len = n + (generate ? a.n_new : 0);
     if (st == DSV4_OK) st = dsv4_session_create(m, &o, &s);
     int V = m ? dsv4_model_vocab_size(m) : 0;
+    /* logits: every position for `logits`; generate needs only the last one's */
+    const int rows = generate ? 1 : n;
     if (st == DSV4_OK) {
-        logits = malloc(sizeof(float) * (size_t)V * (size_t)n);
+        logits = malloc(sizeof(float) * (size_t)V * (size_t)rows);
         if (!logits) st = DSV4_ERR_OUT_OF_MEMORY;
     }
-    if (st == DSV4_OK) st = prefill(s, ids, n, a.chunk, V, logits);
+    if (st == DSV4_OK && !generate) st = prefill(s, ids, n, a.chunk, V, logits);
+    if (st == DSV4_OK && generate) {
+        if (n > 1) st = prefill(s, ids, n - 1, a.chunk, V, NULL);
+        if (st == DSV4_OK) st = dsv4_session_forward(s, 0, ids + n - 1, 1, logits);
+    }
     if (st == DSV4_OK && !generate) {
         dsv4_st_writer *w = dsv4_st_writer_new();
         int64_t lshape[2] = {n, V}, ishape[1] = {n};
@@ -202,7 +208,7 @@ static int cmd_run(int argc, char **argv, int generate) {
     if (st == DSV4_OK && generate) {
         dsv4_sampler sm;
         dsv4_sampler_init(&sm, a.temperature, a.top_p, a.seed);
-        const float *last = logits + (size_t)(n - 1) * V;
+        const float *last = logits;
         for (int i = 0; i < a.n_new && st == DSV4_OK; i++) {
             int32_t tok;
             st = dsv4_sample(&sm, last, V, &tok);

@@ -149,20 +149,24 @@ static int wants_nvfp4(const dsv4_convert_options *o, const dsv4_named_weight *n
     return is_expert(nw->module) ? o->experts : (o->dense && is_dense_target(nw->module));
 }
 
-/* The module a checkpoint tensor belongs to if it is part of a linear being converted. */
-static int part_of_converted(const dsv4_model *m, const dsv4_convert_options *o, const char *canon,
-                             const unsigned char *converted) {
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* Whether a checkpoint tensor (canonical name) is part of a linear being converted: its name
+ * is a converted module plus one of the linear suffixes. `modules` is sorted (bsearch: real
+ * checkpoints have ~70k tensors and ~30k linears). */
+static int part_of_converted(const dsv4_convert_options *o, const char *canon, const char **modules, int n_modules) {
     static const char *const suffixes[] = {".weight", ".scale", ".weight_scale", ".weight_scale_2", ".input_scale"};
     if (o->experts && (strstr(canon, ".ffn.experts.gate_up_proj") || strstr(canon, ".ffn.experts.down_proj")))
         return 1; /* stacked experts become per-expert NVFP4 tensors */
     size_t len = strlen(canon);
     for (size_t k = 0; k < sizeof suffixes / sizeof suffixes[0]; k++) {
         size_t ls = strlen(suffixes[k]);
-        if (len <= ls || strcmp(canon + len - ls, suffixes[k])) continue;
-        for (int i = 0; i < m->w.n_linears; i++)
-            if (converted[i] && strlen(m->w.linears[i].module) == len - ls &&
-                !strncmp(m->w.linears[i].module, canon, len - ls))
-                return 1;
+        if (len <= ls || len - ls >= 160 || strcmp(canon + len - ls, suffixes[k])) continue;
+        char module[160];
+        memcpy(module, canon, len - ls);
+        module[len - ls] = '\0';
+        const char *key = module;
+        if (bsearch(&key, modules, (size_t)n_modules, sizeof *modules, cmp_str)) return 1;
     }
     return 0;
 }
@@ -237,14 +241,21 @@ dsv4_status dsv4_convert(const char *src, const char *dst, const dsv4_convert_op
     if (!opt.shard_bytes) opt.shard_bytes = (size_t)4 << 30;
     converter c = {.o = &opt, .dir = dst, .weight_map = cJSON_CreateObject(), .progress = progress};
     unsigned char *converted = calloc((size_t)m->w.n_linears + 1, 1);
-    dsv4_status st = (c.weight_map && converted) ? flush_shard(&c) : dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "convert: out of memory");
-    for (int i = 0; st == DSV4_OK && i < m->w.n_linears; i++) converted[i] = (unsigned char)wants_nvfp4(&opt, &m->w.linears[i]);
+    const char **modules = calloc((size_t)m->w.n_linears + 1, sizeof *modules);
+    int n_modules = 0;
+    dsv4_status st = (c.weight_map && converted && modules) ? flush_shard(&c)
+                                                            : dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "convert: out of memory");
+    for (int i = 0; st == DSV4_OK && i < m->w.n_linears; i++) {
+        converted[i] = (unsigned char)wants_nvfp4(&opt, &m->w.linears[i]);
+        if (converted[i]) modules[n_modules++] = m->w.linears[i].module;
+    }
+    qsort(modules, (size_t)n_modules, sizeof *modules, cmp_str);
     /* every tensor that is not part of a converted linear, under its native name */
     for (int i = 0; st == DSV4_OK && i < dsv4_ckpt_count(m->ckpt); i++) {
         const dsv4_tensor_view *t = dsv4_ckpt_tensor(m->ckpt, i);
         char canon[512];
         if (dsv4_canonical_name(t->name, canon, sizeof canon)) st = dsv4_fail(DSV4_ERR_SHAPE, "%s: name too long", t->name);
-        else if (!part_of_converted(m, &opt, canon, converted) && (st = make_room(&c, t->nbytes)) == DSV4_OK)
+        else if (!part_of_converted(&opt, canon, modules, n_modules) && (st = make_room(&c, t->nbytes)) == DSV4_OK)
             st = add_tensor(&c, canon, t->dtype, t->ndim, t->shape, t->data, t->nbytes);
     }
     for (int i = 0; st == DSV4_OK && i < m->w.n_linears; i++)
@@ -257,6 +268,7 @@ dsv4_status dsv4_convert(const char *src, const char *dst, const dsv4_convert_op
     free(c.bufs);
     cJSON_Delete(c.weight_map);
     free(converted);
+    free(modules);
     dsv4_model_close(m);
     return st;
 }
