@@ -73,7 +73,7 @@ $(RUNNER): $(TEST_OBJ) $(LIB_A)
 	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(LIB_A) $(LDFLAGS) $(LDLIBS)
 
 test: all
-	./$(RUNNER) $(T)
+	DSV4_CLI=./$(CLI) ./$(RUNNER) $(T)
 
 # Benchmarks (GPU programs printing JSON); built with `make bench`, run on a GPU machine.
 $(BUILD)/bench_%: $(BUILD)/obj/bench/bench_%.o $(LIB_A)
@@ -89,8 +89,9 @@ tiny: all
 asan:
 	$(MAKE) DSV4_NO_CUDA=1 BUILD=build-asan OPT=-O1 \
 	  SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  build-asan/test_runner
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 ./build-asan/test_runner $(T)
+	  build-asan/test_runner build-asan/dsv4
+	DSV4_CLI=./build-asan/dsv4 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ./build-asan/test_runner $(T)
 
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := $(patsubst fuzz/%.c,build-fuzz/%,$(sort $(wildcard fuzz/fuzz_*.c)))

@@ -53,6 +53,11 @@ void test_skip_because(const char *fmt, ...) {
     current = RESULT_SKIP;
 }
 
+const char *test_cli(void) {
+    const char *cli = getenv("DSV4_CLI");
+    return cli && *cli ? cli : "./build/dsv4";
+}
+
 const char *test_tmpdir(void) {
     static char path[600];
     if (!tmp_root[0]) {

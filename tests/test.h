@@ -71,6 +71,9 @@ void test_skip_because(const char *fmt, ...) __attribute__((format(printf, 1, 2)
 
 /* ---- helpers for tests ---- */
 
+/* The dsv4 command-line program built beside this runner ($DSV4_CLI, set by the Makefile;
+ * default ./build/dsv4). */
+const char *test_cli(void);
 /* A fresh empty directory under $TMPDIR (removed by the runner at exit). */
 const char *test_tmpdir(void);
 /* 1 if `python3 -c "import <modules>"` works (comma-separated list). Cached. */

@@ -251,8 +251,8 @@ TEST(api_rejects_null_arguments) {
 TEST(cli_generate_and_logits) {
     const char *model = fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), *dir = test_tmpdir();
     CHECK(model);
-    CHECK(test_system("./build/dsv4 generate --model '%s' --ids 5,6,7,8,9 -n 6 > '%s/a.txt'", model, dir) == 0);
-    CHECK(test_system("./build/dsv4 generate --model '%s' --ids 5,6,7,8,9 -n 6 --chunk 2 > '%s/b.txt'", model, dir) == 0);
+    CHECK(test_system("%s generate --model '%s' --ids 5,6,7,8,9 -n 6 > '%s/a.txt'", test_cli(), model, dir) == 0);
+    CHECK(test_system("%s generate --model '%s' --ids 5,6,7,8,9 -n 6 --chunk 2 > '%s/b.txt'", test_cli(), model, dir) == 0);
     CHECK(test_system("cmp -s '%s/a.txt' '%s/b.txt'", dir, dir) == 0);
     char path[700];
     snprintf(path, sizeof path, "%s/a.txt", dir);
@@ -282,7 +282,7 @@ TEST(cli_generate_and_logits) {
     dsv4_model_close(m);
     CHECK_OK(st);
     CHECK_MSG(ok, "CLI greedy tokens differ from the API's");
-    CHECK(test_system("./build/dsv4 logits --model '%s' --ids 5,6,7 --out '%s/l.safetensors'", model, dir) == 0);
+    CHECK(test_system("%s logits --model '%s' --ids 5,6,7 --out '%s/l.safetensors'", test_cli(), model, dir) == 0);
     snprintf(path, sizeof path, "%s/l.safetensors", dir);
     dsv4_st_file *f;
     CHECK_OK(dsv4_st_open(path, &f));
@@ -290,5 +290,5 @@ TEST(cli_generate_and_logits) {
     int shape_ok = lg && lg->ndim == 2 && lg->shape[0] == 3 && lg->shape[1] == 512 && lg->dtype == DSV4_DT_F32;
     dsv4_st_close(f);
     CHECK(shape_ok);
-    CHECK(test_system("./build/dsv4 generate --model '%s' --ids 5,600 -n 2 2>/dev/null", model) != 0);
+    CHECK(test_system("%s generate --model '%s' --ids 5,600 -n 2 2>/dev/null", test_cli(), model) != 0);
 }

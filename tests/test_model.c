@@ -216,8 +216,8 @@ TEST(inspect_lists_every_problem) {
 
 TEST(cli_make_tiny_and_inspect) {
     const char *dir = test_tmpdir();
-    CHECK(test_system("./build/dsv4 make-tiny '%s/m' --scheme native-mxfp4 --seed 7 >/dev/null", dir) == 0);
-    CHECK(test_system("./build/dsv4 inspect '%s/m' > '%s/out.txt'", dir, dir) == 0);
+    CHECK(test_system("%s make-tiny '%s/m' --scheme native-mxfp4 --seed 7 >/dev/null", test_cli(), dir) == 0);
+    CHECK(test_system("%s inspect '%s/m' > '%s/out.txt'", test_cli(), dir, dir) == 0);
     char path[700];
     snprintf(path, sizeof path, "%s/out.txt", dir);
     char *text = test_read_file(path, NULL);
@@ -226,8 +226,8 @@ TEST(cli_make_tiny_and_inspect) {
              strstr(text, "  MTP  ");
     free(text);
     CHECK_MSG(ok, "inspect output unexpected");
-    CHECK(test_system("./build/dsv4 inspect '%s/nonexistent' 2>/dev/null", dir) != 0);
-    CHECK(test_system("./build/dsv4 make-tiny '%s/x' --scheme bogus 2>/dev/null", dir) != 0);
+    CHECK(test_system("%s inspect '%s/nonexistent' 2>/dev/null", test_cli(), dir) != 0);
+    CHECK(test_system("%s make-tiny '%s/x' --scheme bogus 2>/dev/null", test_cli(), dir) != 0);
 }
 
 TEST(model_open_rejects_nan_parameters_that_only_steer_choices) {
