@@ -23,7 +23,7 @@
 #if DSV4_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
-#include "cuda/moe_epilogue.h"
+#include "cuda/moe.h"
 #include "cuda/moe_route.h"
 #include "gpu_harness.h"
 #endif

@@ -1,4 +1,4 @@
-// MoE SwiGLU epilogue and combine kernels (header: moe_epilogue.h; CPU reference:
+// MoE SwiGLU epilogue and combine kernels (header: moe.h; CPU reference:
 // src/cpu/moe.c).
 //
 // SwiGLU: one block of 256 threads per row. Without NVFP4 each thread walks the row with a
@@ -11,7 +11,7 @@
 #include <limits.h>
 
 #include "cuda/common.cuh"
-#include "cuda/moe_epilogue.h"
+#include "cuda/moe.h"
 #include "cuda/moe_math.cuh"
 #include "cuda/nvfp4.cuh"
 
