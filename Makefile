@@ -56,7 +56,7 @@ $(BUILD)/obj/%.o: %.c
 
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) $(NVCCFLAGS_EXTRA) -MMD -MP -c $< -o $@
 
 $(LIB_A): $(OBJ)
 	@mkdir -p $(dir $@)
