@@ -109,6 +109,9 @@ typedef struct dsv4_session_options {
     dsv4_numerics numerics; /* default DSV4_W4A16 */
     int max_batch;          /* sequences held at once (default 1) */
     int max_seq_len;        /* tokens per sequence (default 4096) */
+    int kv_fp8;             /* KV rows and compressed entries as an FP8 cache holds them: nope
+                               dims e4m3 with a power-of-two scale per 64, rope dims BF16
+                               (DeepSeek's training-time round trip); 0: fp32, as HF */
 } dsv4_session_options;
 
 void dsv4_session_options_default(dsv4_session_options *o);

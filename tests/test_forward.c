@@ -292,3 +292,26 @@ TEST(cli_generate_and_logits) {
     CHECK(shape_ok);
     CHECK(test_system("%s generate --model '%s' --ids 5,600 -n 2 2>/dev/null", test_cli(), model) != 0);
 }
+
+/* The FP8 KV cache rounds each row on its own: chunking still changes nothing. */
+TEST(forward_kv_fp8_chunked_equals_one_shot) {
+    dsv4_model *m;
+    CHECK_OK(dsv4_model_open(fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), &m));
+    dsv4_session_options o;
+    dsv4_session_options_default(&o);
+    o.kv_fp8 = 1;
+    o.max_batch = 2;
+    o.max_seq_len = 64;
+    dsv4_session *s;
+    CHECK_OK(dsv4_session_create(m, &o, &s));
+    int32_t ids[30];
+    make_ids(ids, 30, 23, 512);
+    static float one[30 * 512], parts[30 * 512];
+    dsv4_status st = dsv4_session_forward(s, 0, ids, 30, one);
+    for (int i = 0; st == DSV4_OK && i < 30; i += 7)
+        st = dsv4_session_forward(s, 1, ids + i, 30 - i < 7 ? 30 - i : 7, parts + (size_t)i * 512);
+    dsv4_session_free(s);
+    dsv4_model_close(m);
+    CHECK_OK(st);
+    CHECK(!memcmp(one, parts, sizeof one));
+}

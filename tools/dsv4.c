@@ -16,9 +16,9 @@ static void usage(FILE *f) {
             "  dsv4 make-tiny DIR [--scheme native-nvfp4|native-mxfp4|hf|hf-stacked] [--seed N] [--config FILE]\n"
             "  dsv4 inspect DIR\n"
             "  dsv4 generate --model DIR --ids 1,2,3 [-n 32] [--temperature T] [--top-p P] [--seed N]\n"
-            "                [--numerics w4a16|w4a4] [--chunk N]\n"
-            "  dsv4 logits --model DIR --ids 1,2,3 --out FILE.safetensors [--numerics w4a16|w4a4] [--chunk N]\n"
-            "  dsv4 verify --model DIR --ids 1,2,3 [--numerics w4a16|w4a4]\n"
+            "                [--numerics w4a16|w4a4] [--kv f32|fp8] [--chunk N]\n"
+            "  dsv4 logits --model DIR --ids 1,2,3 --out FILE.safetensors [--numerics w4a16|w4a4] [--kv f32|fp8] [--chunk N]\n"
+            "  dsv4 verify --model DIR --ids 1,2,3 [--numerics w4a16|w4a4] [--kv f32|fp8]\n"
             "  dsv4 convert SRC DST [--experts keep|nvfp4] [--dense keep|nvfp4] [--lossy-mxfp4] [--shard-mb N]\n"
             "  dsv4 version\n",
             dsv4_version());
@@ -101,6 +101,7 @@ typedef struct run_args {
     float temperature, top_p;
     unsigned long long seed;
     dsv4_numerics numerics;
+    int kv_fp8;
 } run_args;
 
 static int parse_run_args(int argc, char **argv, run_args *a, const char *cmd) {
@@ -118,7 +119,11 @@ static int parse_run_args(int argc, char **argv, run_args *a, const char *cmd) {
         else if (!strcmp(k, "--temperature")) a->temperature = strtof(v, &end);
         else if (!strcmp(k, "--top-p")) a->top_p = strtof(v, &end);
         else if (!strcmp(k, "--seed")) a->seed = strtoull(v, &end, 0);
-        else if (!strcmp(k, "--numerics")) {
+        else if (!strcmp(k, "--kv")) {
+            if (!strcmp(v, "fp8")) a->kv_fp8 = 1;
+            else if (!strcmp(v, "f32")) a->kv_fp8 = 0;
+            else { fprintf(stderr, "dsv4 %s: --kv is fp8 or f32, not '%s'\n", cmd, v); return 2; }
+        } else if (!strcmp(k, "--numerics")) {
             if (!strcmp(v, "w4a16")) a->numerics = DSV4_W4A16;
             else if (!strcmp(v, "w4a4")) a->numerics = DSV4_W4A4;
             else { fprintf(stderr, "dsv4 %s: --numerics is w4a16 or w4a4, not '%s'\n", cmd, v); return 2; }
@@ -181,6 +186,7 @@ static int cmd_run(int argc, char **argv, int generate) {
     dsv4_session_options o;
     dsv4_session_options_default(&o);
     o.numerics = a.numerics;
+    o.kv_fp8 = a.kv_fp8;
     o.max_seq_len = n + (generate ? a.n_new : 0);
     if (st == DSV4_OK) st = dsv4_session_create(m, &o, &s);
     int V = m ? dsv4_model_vocab_size(m) : 0;
@@ -241,10 +247,14 @@ static int cmd_verify(int argc, char **argv) {
     dsv4_status st = dsv4_model_open(a.model, &m);
     dsv4_verify_row rows[DSV4_MAX_LAYERS + 1];
     int n_rows = 0;
-    if (st == DSV4_OK) st = dsv4_verify(m, a.numerics, ids, n, rows, DSV4_MAX_LAYERS + 1, &n_rows);
+    dsv4_session_options run;
+    dsv4_session_options_default(&run);
+    run.numerics = a.numerics;
+    run.kv_fp8 = a.kv_fp8;
+    if (st == DSV4_OK) st = dsv4_verify(m, &run, ids, n, rows, DSV4_MAX_LAYERS + 1, &n_rows);
     if (st == DSV4_OK) {
-        printf("%s vs CPU W4A16 reference, %d tokens\nlayer   min cosine   max |d|/max|ref|\n",
-               a.numerics == DSV4_W4A4 ? "CPU W4A4" : "CPU W4A16", n);
+        printf("CPU %s, %s KV vs the CPU W4A16 fp32-KV reference, %d tokens\nlayer   min cosine   max |d|/max|ref|\n",
+               a.numerics == DSV4_W4A4 ? "W4A4" : "W4A16", a.kv_fp8 ? "FP8" : "fp32", n);
         for (int i = 0; i < n_rows; i++) {
             if (rows[i].layer >= 0) printf("%5d", rows[i].layer);
             else printf("logit");

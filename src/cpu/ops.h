@@ -28,6 +28,15 @@
 dsv4_status dsv4_cpu_matmul(float *y, const float *x, const float *w, int T, int n_in, int n_out);
 
 
+/* ---------------------------------------------------------------- kv_fp8.c */
+
+#define DSV4_KV_FP8_BLOCK 64
+
+/* In place, for n KV rows of `dim` values: the leading dim−rope_dim (nope) values through
+ * e4m3 with a power-of-two scale per block of 64 (2^ceil(log2(amax/448))), the trailing
+ * rope_dim values through BF16 — what an FP8 KV cache stores. */
+dsv4_status dsv4_cpu_kv_fp8_roundtrip(float *rows, int n, int dim, int rope_dim);
+
 /* ---------------------------------------------------------------- rmsnorm.c */
 
 /* out[r] = x[r] · rsqrt(mean(x[r]²) + eps) (· weight when weight != NULL), for `rows`

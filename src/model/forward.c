@@ -359,15 +359,20 @@ static dsv4_status attention(dsv4_session *s, int layer, layer_state *ls, int T,
     STEP(dsv4_cpu_rmsnorm(kv_new, kv_new, p->kv_norm, T, Dh, eps), "kv_norm");
     STEP(dsv4_cpu_rope(kv_new, T, 1, Dh, R, pos, inv_freq, 0), "kv rope");
     FINITE(kv_new, (size_t)T * Dh, "kv");
+    if (s->opt.kv_fp8) STEP(dsv4_cpu_kv_fp8_roundtrip(kv_new, T, Dh, R), "kv fp8 cache");
 
     /* compressed entries: the compressor sees every token; complete windows become entries */
     const int *c_idx = NULL;
     int c_k = 0;
     if (L->attn_type != DSV4_ATTN_SLIDING) {
         dsv4_cpu_compress_params cp = {p->comp_ape, p->comp_norm, s->inv_freq_compress};
+        const int before = ls->n_entries;
         STEP(compress_tokens(s, layer, &L->compressor, &cp, &ls->comp, T, xn, ls->entries, Dh, ls->cap,
                              &ls->n_entries, "compressor"),
              "compressor");
+        if (s->opt.kv_fp8)
+            STEP(dsv4_cpu_kv_fp8_roundtrip(ls->entries + (size_t)before * Dh, ls->n_entries - before, Dh, R),
+                 "compressed kv fp8 cache");
     }
     if (L->attn_type == DSV4_ATTN_CSA) {
         /* lightning indexer: its own compressor over the same windows, then top-k per query */

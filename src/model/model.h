@@ -29,10 +29,11 @@ typedef struct dsv4_verify_row {
     double rel_err_max; /* worst over tokens of max |Δ| / max |reference| */
 } dsv4_verify_row;
 
-/* Runs `ids` twice, the reference (CPU, W4A16) and the run under test (`mode`), and fills
- * rows[0..L-1] with each layer's agreement and rows[L] with the logits'. */
-dsv4_status dsv4_verify(const dsv4_model *m, dsv4_numerics mode, const int32_t *ids, int n, dsv4_verify_row *rows,
-                        int max_rows, int *n_rows);
+/* Runs `ids` twice, the reference (CPU, W4A16, fp32 KV: the default options) and the run
+ * under test (`run`: numerics, kv_fp8), and fills rows[0..L-1] with each layer's agreement
+ * and rows[L] with the logits'. */
+dsv4_status dsv4_verify(const dsv4_model *m, const dsv4_session_options *run, const int32_t *ids, int n,
+                        dsv4_verify_row *rows, int max_rows, int *n_rows);
 
 /* The summary printed by `dsv4 inspect`. */
 void dsv4_model_print(const dsv4_model *m, FILE *f);

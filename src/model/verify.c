@@ -1,5 +1,5 @@
 /* `dsv4 verify`: the per-layer agreement of a run under test with the reference run (CPU,
- * W4A16, fp32): for every decoder layer, the worst cosine over tokens of the residual streams
+ * W4A16, fp32 KV): for every decoder layer, the worst cosine over tokens of the residual streams
  * and the worst relative max error. This is the guard for every precision change (W4A4
  * activations now; GPU kernels and FP8 caches as they land). */
 #include <math.h>
@@ -20,11 +20,10 @@ static void capture(void *ctx, int layer, int T, const float *X, int width) {
         memcpy(c->X + (size_t)layer * T * width, X, sizeof(float) * (size_t)T * width);
 }
 
-static dsv4_status run_captured(const dsv4_model *m, dsv4_numerics mode, const int32_t *ids, int n,
+static dsv4_status run_captured(const dsv4_model *m, const dsv4_session_options *run, const int32_t *ids, int n,
                                 layer_capture *cap, float *logits) {
-    dsv4_session_options o;
-    dsv4_session_options_default(&o);
-    o.numerics = mode;
+    dsv4_session_options o = *run;
+    o.max_batch = 1;
     o.max_seq_len = n;
     dsv4_session *s;
     DSV4_TRY(dsv4_session_create(m, &o, &s));
@@ -51,21 +50,24 @@ static void compare_rows(const float *a, const float *b, int T, int width, doubl
     }
 }
 
-dsv4_status dsv4_verify(const dsv4_model *m, dsv4_numerics mode, const int32_t *ids, int n, dsv4_verify_row *rows,
-                        int max_rows, int *n_rows) {
-    if (!m || !ids || n < 1 || !rows || !n_rows) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "verify: bad arguments");
+dsv4_status dsv4_verify(const dsv4_model *m, const dsv4_session_options *run, const int32_t *ids, int n,
+                        dsv4_verify_row *rows, int max_rows, int *n_rows) {
+    if (!m || !run || !ids || n < 1 || !rows || !n_rows)
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "verify: bad arguments");
+    dsv4_session_options reference;
+    dsv4_session_options_default(&reference);
     const int L = m->cfg.num_hidden_layers, width = m->cfg.hc_mult * m->cfg.hidden_size, V = m->cfg.vocab_size;
     if (max_rows < L + 1)
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "verify: %d rows needed (layers + logits), %d given", L + 1, max_rows);
     layer_capture ref = {L, n, width, malloc(sizeof(float) * (size_t)L * n * width)};
-    layer_capture run = {L, n, width, malloc(sizeof(float) * (size_t)L * n * width)};
+    layer_capture cur = {L, n, width, malloc(sizeof(float) * (size_t)L * n * width)};
     float *lref = malloc(sizeof(float) * (size_t)n * V), *lrun = malloc(sizeof(float) * (size_t)n * V);
-    dsv4_status st = ref.X && run.X && lref && lrun ? DSV4_OK : dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "verify: out of memory");
-    if (st == DSV4_OK) st = run_captured(m, DSV4_W4A16, ids, n, &ref, lref);
-    if (st == DSV4_OK) st = run_captured(m, mode, ids, n, &run, lrun);
+    dsv4_status st = ref.X && cur.X && lref && lrun ? DSV4_OK : dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "verify: out of memory");
+    if (st == DSV4_OK) st = run_captured(m, &reference, ids, n, &ref, lref);
+    if (st == DSV4_OK) st = run_captured(m, run, ids, n, &cur, lrun);
     for (int l = 0; st == DSV4_OK && l < L; l++) {
         rows[l].layer = l;
-        compare_rows(run.X + (size_t)l * n * width, ref.X + (size_t)l * n * width, n, width, &rows[l].cosine_min,
+        compare_rows(cur.X + (size_t)l * n * width, ref.X + (size_t)l * n * width, n, width, &rows[l].cosine_min,
                      &rows[l].rel_err_max);
     }
     if (st == DSV4_OK) {
@@ -74,7 +76,7 @@ dsv4_status dsv4_verify(const dsv4_model *m, dsv4_numerics mode, const int32_t *
         *n_rows = L + 1;
     }
     free(ref.X);
-    free(run.X);
+    free(cur.X);
     free(lref);
     free(lrun);
     return st;
