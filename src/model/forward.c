@@ -253,17 +253,20 @@ typedef struct scratch {
     int n;
 } scratch;
 
-static float *scratch_f32(scratch *a, size_t n, dsv4_status *st) {
+static void *scratch_alloc(scratch *a, size_t n, size_t size, dsv4_status *st) {
     if (*st != DSV4_OK) return NULL;
     if (a->n == (int)(sizeof a->ptr / sizeof a->ptr[0])) {
         *st = dsv4_fail(DSV4_ERR_INTERNAL, "forward: scratch table full");
         return NULL;
     }
-    void *p = malloc(sizeof(float) * (n ? n : 1));
-    if (!p) *st = dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "forward: out of memory (%zu floats)", n);
+    void *p = malloc(size * (n ? n : 1));
+    if (!p) *st = dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "forward: out of memory (%zu values)", n);
     else a->ptr[a->n++] = p;
     return p;
 }
+
+static float *scratch_f32(scratch *a, size_t n, dsv4_status *st) { return scratch_alloc(a, n, sizeof(float), st); }
+static int *scratch_int(scratch *a, size_t n, dsv4_status *st) { return scratch_alloc(a, n, sizeof(int), st); }
 
 static void scratch_free(scratch *a) {
     for (int i = 0; i < a->n; i++) free(a->ptr[i]);
@@ -341,7 +344,7 @@ static dsv4_status attention(dsv4_session *s, int layer, layer_state *ls, int T,
     int n_ring = 0;
     for (int i = 0; i < W; i++) n_ring += ls->ring_pos[i] >= 0;
     float *kv = scratch_f32(&a, (size_t)(n_ring + T) * Dh, &st);
-    int *kv_pos = (int *)scratch_f32(&a, (size_t)(n_ring + T), &st);
+    int *kv_pos = scratch_int(&a, (size_t)(n_ring + T), &st);
     if (st == DSV4_OK) {
         /* oldest first: the softmax then sums candidates in position order, as a one-shot
          * prefill does, so chunked and one-shot runs agree bit for bit */
@@ -387,7 +390,7 @@ static dsv4_status attention(dsv4_session *s, int layer, layer_state *ls, int T,
         STEP(dsv4_cpu_linear(&L->index_weights_proj, xn, T, wr, mode), "indexer weights_proj");
         dsv4_cpu_indexer_dims idd = {IH, Di, c->index_topk, L->compress_rate};
         float *scores = scratch_f32(&a, (size_t)T * ls->n_ientries, &st);
-        int *idx = (int *)scratch_f32(&a, (size_t)T * c->index_topk, &st);
+        int *idx = scratch_int(&a, (size_t)T * c->index_topk, &st);
         STEP(dsv4_cpu_indexer_scores(&idd, T, qi, wr, pos, ls->ientries, ls->n_ientries, scores), "indexer scores");
         STEP(dsv4_cpu_indexer_topk(&idd, T, scores, pos, ls->n_ientries, idx), "indexer top-k");
         c_idx = idx;
@@ -425,7 +428,7 @@ static dsv4_status moe(dsv4_session *s, int layer, int T, const int32_t *ids, co
     dsv4_status st = DSV4_OK;
     scratch a = {0};
     float *logits = scratch_f32(&a, (size_t)T * E, &st), *w = scratch_f32(&a, (size_t)T * k, &st);
-    int *idx = (int *)scratch_f32(&a, (size_t)T * k, &st);
+    int *idx = scratch_int(&a, (size_t)T * k, &st);
     static const dsv4_cpu_score_func score_of[] = {[DSV4_SCORE_SQRTSOFTPLUS] = DSV4_CPU_SCORE_SQRTSOFTPLUS,
                                                    [DSV4_SCORE_SIGMOID] = DSV4_CPU_SCORE_SIGMOID,
                                                    [DSV4_SCORE_SOFTMAX] = DSV4_CPU_SCORE_SOFTMAX};
@@ -499,7 +502,7 @@ static dsv4_status run_tokens(dsv4_session *s, int seq, const int32_t *ids, int 
     dsv4_status st = DSV4_OK;
     scratch a = {0};
     float *X = scratch_f32(&a, (size_t)T * hc * D, &st), *h = scratch_f32(&a, (size_t)T * D, &st);
-    int *pos = (int *)scratch_f32(&a, (size_t)T, &st);
+    int *pos = scratch_int(&a, (size_t)T, &st);
     /* embeddings, copied into every stream */
     const dsv4_tensor_view *emb = s->m->w.embed;
     const size_t esz = (size_t)dsv4_dtype_bits(emb->dtype) / 8;
