@@ -17,7 +17,11 @@ dsv4_status dsv4_model_open_ex(const char *dir, int lenient, dsv4_model **out) {
     }
     dsv4_status st = dsv4_config_load(dir, &m->cfg);
     if (st == DSV4_OK) st = dsv4_ckpt_open(dir, &m->ckpt);
-    if (st == DSV4_OK) st = dsv4_weights_bind(&m->cfg, m->ckpt, lenient, &m->w);
+    if (st == DSV4_OK) {
+        st = dsv4_weights_bind(&m->cfg, m->ckpt, lenient, &m->w);
+        /* missing tensors have no file to name: name the checkpoint */
+        if (st != DSV4_OK) dsv4_fail_context(st, "checkpoint %s", dir);
+    }
     if (st != DSV4_OK) {
         dsv4_model_close(m);
         return st;
