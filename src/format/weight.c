@@ -35,6 +35,17 @@ void dsv4_dense_to_f32(dsv4_dtype dt, const void *src, size_t n, float *out) {
     }
 }
 
+int64_t dsv4_tensor_int(const dsv4_tensor_view *t, int64_t i) {
+    if (t->dtype == DSV4_DT_I32) {
+        int32_t x;
+        memcpy(&x, (const char *)t->data + 4 * i, 4);
+        return x;
+    }
+    int64_t v;
+    memcpy(&v, (const char *)t->data + 8 * i, 8);
+    return v;
+}
+
 void dsv4_tensor_to_f32(const dsv4_tensor_view *t, float *out) {
     dsv4_dense_to_f32(t->dtype, t->data, (size_t)dsv4_tensor_numel(t), out);
 }

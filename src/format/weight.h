@@ -39,6 +39,8 @@ dsv4_status dsv4_weight_dequantize(const dsv4_weight *w, float *out);
 dsv4_status dsv4_weight_dequantize_rows(const dsv4_weight *w, int64_t r0, int64_t n, float *out);
 /* A float tensor (F32/BF16/F16) to fp32, numel values. */
 void dsv4_tensor_to_f32(const dsv4_tensor_view *t, float *out);
+/* Element i of an I32 or I64 tensor (tables such as tid2eid), widened. */
+int64_t dsv4_tensor_int(const dsv4_tensor_view *t, int64_t i);
 /* n dense values of dtype F32/BF16/F16 to fp32. */
 void dsv4_dense_to_f32(dsv4_dtype dt, const void *src, size_t n, float *out);
 

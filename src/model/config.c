@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/files.h"
 #include "base/status.h"
 
 /* Sizes are capped well below INT_MAX so that downstream products of two or three of them
@@ -736,45 +737,6 @@ dsv4_status dsv4_config_parse_hf_quant(const char *json, size_t len, const char 
 
 /* ---- files, lifetime, queries -------------------------------------------------------- */
 
-/* Whole file into a NUL-terminated buffer. ENOENT is DSV4_ERR_MISSING (quietly, if `quiet`). */
-static dsv4_status read_text(const char *path, char **out, size_t *len, int quiet) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errno == ENOENT)
-            return quiet ? DSV4_ERR_MISSING : dsv4_fail(DSV4_ERR_MISSING, "%s: file not found", path);
-        return dsv4_fail(DSV4_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (n < cap) break;
-        if (cap >= CFG_FILE_MAX) {
-            free(buf);
-            fclose(f);
-            return dsv4_fail(DSV4_ERR_IO, "%s: larger than %u bytes", path, CFG_FILE_MAX);
-        }
-        char *grown = realloc(buf, 2 * cap + 1);
-        if (!grown) free(buf);
-        buf = grown, cap *= 2;
-    }
-    if (!buf) {
-        fclose(f);
-        return dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    }
-    int err = ferror(f) ? errno : 0;
-    fclose(f);
-    if (err) {
-        free(buf);
-        return dsv4_fail(DSV4_ERR_IO, "%s: read failed: %s", path, strerror(err));
-    }
-    buf[n] = '\0';
-    *out = buf, *len = n;
-    return DSV4_OK;
-}
-
 dsv4_status dsv4_config_load(const char *dir, dsv4_config *out) {
     if (!out) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "dsv4_config_load: out is NULL");
     memset(out, 0, sizeof *out);
@@ -784,12 +746,12 @@ dsv4_status dsv4_config_load(const char *dir, dsv4_config *out) {
     size_t len;
     if ((size_t)snprintf(path, sizeof path, "%s/config.json", dir) >= sizeof path)
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "%s: path too long", dir);
-    DSV4_TRY(read_text(path, &text, &len, 0));
+    DSV4_TRY(dsv4_read_text_file(path, CFG_FILE_MAX, 0, &text, &len));
     dsv4_status st = dsv4_config_parse(text, len, path, out);
     free(text);
     if (st != DSV4_OK) return st;
     snprintf(path, sizeof path, "%s/hf_quant_config.json", dir);
-    st = read_text(path, &text, &len, 1);
+    st = dsv4_read_text_file(path, CFG_FILE_MAX, 1, &text, &len);
     if (st == DSV4_ERR_MISSING) return DSV4_OK; /* optional */
     if (st == DSV4_OK) {
         st = dsv4_config_parse_hf_quant(text, len, path, out);

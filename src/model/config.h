@@ -116,6 +116,8 @@ dsv4_status dsv4_config_validate_quant(const dsv4_quant_config *q, const char *l
  * trailing MTP entry), num_hash_layers, rope_scaling, and quantization_config when
  * cfg->quant says so. Returns a malloc'ed string (NULL on OOM). */
 char *dsv4_config_to_json(const dsv4_config *cfg);
+/* dsv4_config_to_json written to dir/config.json. */
+dsv4_status dsv4_config_write(const dsv4_config *cfg, const char *dir);
 /* 1 if `module` (e.g. "layers.0.attn.wq_a", no ".weight") matches one of quant.exclude
  * (fnmatch, no flags). A module is also tried with a "model." prefix added (or removed), since
  * exclude lists are written against HF names as often as native ones. */

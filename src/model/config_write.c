@@ -9,6 +9,9 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/files.h"
+#include "base/status.h"
+
 /* cJSON prints doubles with 15 significant digits whenever they compare "close enough",
  * which loses the last bits; print the shortest form that reads back exactly instead, and
  * always as a float ("10.0", not "10"): HF's strict config classes reject an int where a
@@ -177,4 +180,13 @@ char *dsv4_config_to_json(const dsv4_config *c) {
     char *text = ok ? cJSON_Print(o) : NULL;
     cJSON_Delete(o);
     return text;
+}
+
+dsv4_status dsv4_config_write(const dsv4_config *cfg, const char *dir) {
+    char *json = dsv4_config_to_json(cfg), path[4096];
+    if (!json) return dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "%s: out of memory writing config.json", dir);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    dsv4_status st = dsv4_write_text_file(path, json);
+    free(json);
+    return st;
 }

@@ -7,10 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
+#include "base/files.h"
 #include "base/status.h"
 #include "format/quant.h"
 #include "model/model.h"
@@ -200,9 +200,7 @@ static dsv4_status write_index(converter *c) {
     if (st == DSV4_OK && !text) st = dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "convert: out of memory");
     if (st == DSV4_OK) {
         snprintf(to, sizeof to, "%s/model.safetensors.index.json", c->dir);
-        FILE *f = fopen(to, "wb");
-        if (!f || fputs(text, f) < 0) st = dsv4_fail(DSV4_ERR_IO, "%s: cannot write", to);
-        if (f && fclose(f) != 0 && st == DSV4_OK) st = dsv4_fail(DSV4_ERR_IO, "%s: cannot write", to);
+        st = dsv4_write_text_file(to, text);
     }
     free(text);
     return st;
@@ -219,22 +217,12 @@ static dsv4_status write_config(const dsv4_model *m, const dsv4_convert_options 
         if (cfg.quant.method != DSV4_QUANT_NVFP4) cfg.quant.method = DSV4_QUANT_MIXED;
         if (!cfg.quant.fp8_block[0]) cfg.quant.fp8_block[0] = cfg.quant.fp8_block[1] = 128;
     }
-    char *json = dsv4_config_to_json(&cfg), path[4096];
-    if (!json) return dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "convert: out of memory");
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    FILE *f = fopen(path, "wb");
-    dsv4_status st = (f && fputs(json, f) >= 0) ? DSV4_OK : dsv4_fail(DSV4_ERR_IO, "%s: cannot write", path);
-    if (f && fclose(f) != 0 && st == DSV4_OK) st = dsv4_fail(DSV4_ERR_IO, "%s: cannot write", path);
-    free(json);
-    return st;
+    return dsv4_config_write(&cfg, dir);
 }
 
 dsv4_status dsv4_convert(const char *src, const char *dst, const dsv4_convert_options *o, void *progress) {
     if (!src || !dst || !o) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "convert: NULL argument");
-    if (mkdir(dst, 0755) != 0) {
-        struct stat sb;
-        if (stat(dst, &sb) != 0 || !S_ISDIR(sb.st_mode)) return dsv4_fail(DSV4_ERR_IO, "%s: cannot create", dst);
-    }
+    DSV4_TRY(dsv4_ensure_dir(dst));
     dsv4_model *m;
     DSV4_TRY(dsv4_model_open(src, &m));
     dsv4_convert_options opt = *o;

@@ -77,12 +77,7 @@ static int32_t *ids_to_i32(const dsv4_tensor_view *t, dsv4_status *st) {
     int64_t n = dsv4_tensor_numel(t);
     int32_t *p = malloc(sizeof(int32_t) * (size_t)n);
     if (!p) { *st = dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "session: out of memory copying '%s'", t->name); return NULL; }
-    for (int64_t i = 0; i < n; i++) {
-        int64_t v;
-        if (t->dtype == DSV4_DT_I32) { int32_t x; memcpy(&x, (const char *)t->data + 4 * i, 4); v = x; }
-        else memcpy(&v, (const char *)t->data + 8 * i, 8);
-        p[i] = (int32_t)v; /* range checked when the weights were bound */
-    }
+    for (int64_t i = 0; i < n; i++) p[i] = (int32_t)dsv4_tensor_int(t, i); /* range checked at bind time */
     return p;
 }
 

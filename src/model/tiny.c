@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "base/files.h"
 #include "base/status.h"
 #include "format/fp.h"
 #include "format/quant.h"
@@ -418,15 +418,6 @@ static void tiny_quant(dsv4_config *c, dsv4_tiny_scheme scheme) {
     }
 }
 
-static dsv4_status write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return dsv4_fail(DSV4_ERR_IO, "%s: cannot create file", path);
-    size_t n = strlen(text);
-    int ok = fwrite(text, 1, n, f) == n;
-    ok &= fclose(f) == 0;
-    return ok ? DSV4_OK : dsv4_fail(DSV4_ERR_IO, "%s: write failed", path);
-}
-
 /* The formats need: NVFP4 blocks of 16 and MXFP4 blocks of 32 along every expert input. */
 static dsv4_status check_tiny_shape(const dsv4_config *c, dsv4_tiny_scheme scheme, const char *path) {
     /* a test model: every tensor must stay far from size_t/int64 overflow and fit in memory */
@@ -455,15 +446,7 @@ dsv4_status dsv4_make_tiny_config(const char *dir, dsv4_tiny_scheme scheme, uint
     if (config_path) {
         size_t len = 0;
         char *text = NULL;
-        FILE *f = fopen(config_path, "rb");
-        if (!f) return dsv4_fail(DSV4_ERR_IO, "%s: cannot open", config_path);
-        if (fseek(f, 0, SEEK_END) == 0) {
-            long n = ftell(f);
-            if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1)) != NULL)
-                len = fread(text, 1, (size_t)n, f);
-        }
-        fclose(f);
-        if (!text) return dsv4_fail(DSV4_ERR_IO, "%s: cannot read", config_path);
+        DSV4_TRY(dsv4_read_text_file(config_path, (size_t)64 << 20, 0, &text, &len));
         dsv4_status st = dsv4_config_parse(text, len, config_path, &cfg);
         free(text);
         DSV4_TRY(st);
@@ -472,11 +455,7 @@ dsv4_status dsv4_make_tiny_config(const char *dir, dsv4_tiny_scheme scheme, uint
     }
     tiny_quant(&cfg, scheme);
     DSV4_TRY(check_tiny_shape(&cfg, scheme, config_path ? config_path : "built-in tiny config"));
-    if (mkdir(dir, 0755) != 0) {
-        struct stat sb;
-        if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
-            return dsv4_fail(DSV4_ERR_IO, "%s: cannot create directory", dir);
-    }
+    DSV4_TRY(dsv4_ensure_dir(dir));
     tiny t = {.scheme = scheme, .cfg = cfg, .rng = seed * 0x2545F4914F6CDD1Dull + 1, .st = DSV4_OK};
     t.w = dsv4_st_writer_new();
     if (!t.w) return dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "make-tiny: out of memory");
@@ -511,16 +490,7 @@ dsv4_status dsv4_make_tiny_config(const char *dir, dsv4_tiny_scheme scheme, uint
     if (t.st == DSV4_OK)
         t.st = hf_scheme(&t) ? dsv4_st_writer_write_sharded(t.w, dir, (size_t)1 << 40)
                              : dsv4_st_writer_write_sharded(t.w, dir, (size_t)4 << 20);
-    if (t.st == DSV4_OK) {
-        char *json = dsv4_config_to_json(c), path[4096];
-        if (!json) {
-            t.st = dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "make-tiny: out of memory");
-        } else {
-            snprintf(path, sizeof path, "%s/config.json", dir);
-            t.st = write_text(path, json);
-            free(json);
-        }
-    }
+    if (t.st == DSV4_OK) t.st = dsv4_config_write(c, dir);
     dsv4_st_writer_free(t.w);
     for (int i = 0; i < t.n_bufs; i++) free(t.bufs[i]);
     free(t.bufs);

@@ -358,9 +358,7 @@ static void bind_compressor(binder *b, dsv4_compressor_weights *c, const char *p
 static void check_tid2eid(binder *b, const dsv4_tensor_view *t) {
     int64_t n = dsv4_tensor_numel(t), E = b->cfg->n_routed_experts;
     for (int64_t i = 0; i < n; i++) {
-        int64_t v;
-        if (t->dtype == DSV4_DT_I32) { int32_t x; memcpy(&x, (const char *)t->data + 4 * i, 4); v = x; }
-        else { memcpy(&v, (const char *)t->data + 8 * i, 8); }
+        int64_t v = dsv4_tensor_int(t, i);
         if (v < 0 || v >= E) {
             problem(b, DSV4_ERR_RANGE, "%s: tensor '%s' routes token %lld to expert %lld, outside [0, %lld)",
                     t->file, t->name, (long long)(i / t->shape[1]), (long long)v, (long long)E);
