@@ -1,5 +1,6 @@
 #include "fixtures.h"
 
+#include <math.h>
 #include <stdio.h>
 
 #include "base/status.h"
@@ -65,3 +66,9 @@ dsv4_status fixture_write_mutated(const char *src, const char *dst, const mutati
     return st;
 }
 
+
+double fixture_cosine(const float *a, const float *b, size_t n) {
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < n; i++) ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
+    return ab / sqrt(aa * bb);
+}

@@ -2,6 +2,7 @@
 #ifndef DSV4_TEST_FIXTURES_H
 #define DSV4_TEST_FIXTURES_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "dsv4.h"
@@ -9,6 +10,9 @@
 /* Directory of a tiny checkpoint of `scheme` made with `seed` (seed % 4 distinguishes the
  * cache slot); made on first use, NULL (message printed) if make-tiny fails. */
 const char *fixture_tiny_dir(dsv4_tiny_scheme scheme, uint64_t seed);
+
+/* Cosine similarity of two float vectors, accumulated in double. */
+double fixture_cosine(const float *a, const float *b, size_t n);
 
 /* A copy of checkpoint `src` in `dst` (one model.safetensors + config.json) with one change. */
 typedef struct mutation {

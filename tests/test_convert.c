@@ -27,11 +27,6 @@ static dsv4_status format_counts(const char *dir, size_t *counts) {
     return problems || unused ? DSV4_ERR_INTERNAL : DSV4_OK;
 }
 
-static double cosine(const float *a, const float *b, size_t n) {
-    double ab = 0, aa = 0, bb = 0;
-    for (size_t i = 0; i < n; i++) ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
-    return ab / sqrt(aa * bb);
-}
 
 static const int32_t IDS[12] = {5, 17, 200, 3, 99, 411, 7, 7, 256, 31, 64, 128};
 static float before[12 * 512], after[12 * 512];
@@ -46,7 +41,7 @@ TEST(convert_mxfp4_experts_is_exact) {
               "NVFP4 %zu MXFP4 %zu FP8 %zu", counts[DSV4_WF_NVFP4], counts[DSV4_WF_MXFP4], counts[DSV4_WF_FP8_B128]);
     CHECK_OK(logits_of(src, IDS, 12, before));
     CHECK_OK(logits_of(dst, IDS, 12, after));
-    CHECK_MSG(!memcmp(before, after, sizeof before), "logits changed (cosine %.9f)", cosine(before, after, 12 * 512));
+    CHECK_MSG(!memcmp(before, after, sizeof before), "logits changed (cosine %.9f)", fixture_cosine(before, after, 12 * 512));
 }
 
 TEST(convert_dense_linears_is_close) {
@@ -60,7 +55,7 @@ TEST(convert_dense_linears_is_close) {
               "NVFP4 %zu FP8 %zu BF16 %zu", counts[DSV4_WF_NVFP4], counts[DSV4_WF_FP8_B128], counts[DSV4_WF_BF16]);
     CHECK_OK(logits_of(src, IDS, 12, before));
     CHECK_OK(logits_of(dst, IDS, 12, after));
-    double c = cosine(before, after, 12 * 512);
+    double c = fixture_cosine(before, after, 12 * 512);
     printf("     FP8 -> NVFP4 attention/shared: logits cosine %.6f\n", c);
     /* 4-bit weights on a random tiny model move the logits visibly; the weights themselves
      * must be within NVFP4's error: relative RMS error of a Gaussian weight ~ 0.1 */
@@ -93,7 +88,7 @@ TEST(convert_stacked_hf_experts_to_per_expert_nvfp4) {
     CHECK(counts[DSV4_WF_NVFP4] == 4 * 16 * 3);
     CHECK_OK(logits_of(src, IDS, 12, before));
     CHECK_OK(logits_of(dst, IDS, 12, after));
-    double c = cosine(before, after, 12 * 512);
+    double c = fixture_cosine(before, after, 12 * 512);
     CHECK_MSG(c > 0.999, "cosine %.6f", c);
 }
 

@@ -37,11 +37,6 @@ static dsv4_status run_chunks(const char *dir, dsv4_numerics mode, const int32_t
     return st;
 }
 
-static double cosine(const float *a, const float *b, size_t n) {
-    double ab = 0, aa = 0, bb = 0;
-    for (size_t i = 0; i < n; i++) ab += (double)a[i] * b[i], aa += (double)a[i] * a[i], bb += (double)b[i] * b[i];
-    return ab / sqrt(aa * bb);
-}
 
 TEST(forward_chunked_prefill_and_decode_equal_one_shot) {
     const char *dir = fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1);
@@ -79,7 +74,7 @@ TEST(forward_schemes_with_equal_values_give_equal_logits) {
     CHECK_OK(run_chunks(fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1), DSV4_W4A16, ids, whole, 1, nv, NULL));
     CHECK_OK(run_chunks(fixture_tiny_dir(DSV4_TINY_HF, 1), DSV4_W4A16, ids, whole, 1, hf, NULL));
     CHECK_OK(run_chunks(fixture_tiny_dir(DSV4_TINY_HF_STACKED, 1), DSV4_W4A16, ids, whole, 1, st, NULL));
-    CHECK_MSG(!memcmp(nv, hf, sizeof nv), "native-nvfp4 and hf logits differ (cos %.9f)", cosine(nv, hf, 24 * 512));
+    CHECK_MSG(!memcmp(nv, hf, sizeof nv), "native-nvfp4 and hf logits differ (cos %.9f)", fixture_cosine(nv, hf, 24 * 512));
     CHECK_MSG(!memcmp(nv, st, sizeof nv), "native-nvfp4 and hf-stacked logits differ");
 }
 
@@ -91,7 +86,7 @@ TEST(forward_w4a4_stays_close_to_w4a16) {
     const char *dir = fixture_tiny_dir(DSV4_TINY_NATIVE_NVFP4, 1);
     CHECK_OK(run_chunks(dir, DSV4_W4A16, ids, whole, 1, a16, NULL));
     CHECK_OK(run_chunks(dir, DSV4_W4A4, ids, whole, 1, a4, NULL));
-    double c = cosine(a16, a4, 24 * 512);
+    double c = fixture_cosine(a16, a4, 24 * 512);
     printf("     W4A4 vs W4A16 logits cosine on the tiny model: %.6f\n", c);
     CHECK_MSG(memcmp(a16, a4, sizeof a16) != 0, "W4A4 changed nothing");
     CHECK_MSG(c > 0.95, "W4A4 cosine %g", c);
@@ -167,28 +162,33 @@ TEST(forward_rejects_bad_input_and_keeps_the_sequence) {
     dsv4_model_close(m);
 }
 
-/* A NaN that enters an activation is reported with the layer and op, never passed on. */
-TEST(forward_reports_nan_with_layer_and_op) {
-    dsv4_model *m;
-    CHECK_OK(dsv4_model_open(fixture_tiny_dir(DSV4_TINY_HF, 1), &m));
-    /* poison layer 2's attention sinks in a private copy of the parameters: the session copies
-     * parameters at creation, so corrupt the source view's bytes through a copy of the model */
+/* A session whose layer-2 attention sink `head` is NaN. The session copies parameters at
+ * creation, so a poisoned copy of the view stands in for the checkpoint's bytes only then. */
+static dsv4_status session_with_nan_sink(dsv4_model *m, const dsv4_session_options *o, int head,
+                                         dsv4_session **s) {
     dsv4_layer_weights *L = &m->w.layers[2];
-    size_t nb = L->attn_sink->nbytes;
-    float *copy = malloc(nb);
-    memcpy(copy, L->attn_sink->data, nb);
-    copy[0] = NAN;
+    float *copy = malloc(L->attn_sink->nbytes);
+    if (!copy) return DSV4_ERR_OUT_OF_MEMORY;
+    memcpy(copy, L->attn_sink->data, L->attn_sink->nbytes);
+    copy[head] = NAN;
     dsv4_tensor_view poisoned = *L->attn_sink;
     poisoned.data = copy;
     const dsv4_tensor_view *orig = L->attn_sink;
     L->attn_sink = &poisoned;
-    dsv4_session *s;
-    dsv4_status st = dsv4_session_create(m, NULL, &s);
+    dsv4_status st = dsv4_session_create(m, o, s);
     L->attn_sink = orig;
     free(copy);
-    CHECK_OK(st);
+    return st;
+}
+
+/* A NaN that enters an activation is reported with the layer and op, never passed on. */
+TEST(forward_reports_nan_with_layer_and_op) {
+    dsv4_model *m;
+    CHECK_OK(dsv4_model_open(fixture_tiny_dir(DSV4_TINY_HF, 1), &m));
+    dsv4_session *s;
+    CHECK_OK(session_with_nan_sink(m, NULL, 0, &s));
     int32_t ids[6] = {1, 2, 3, 4, 5, 6};
-    st = dsv4_session_forward(s, 0, ids, 6, NULL);
+    dsv4_status st = dsv4_session_forward(s, 0, ids, 6, NULL);
     char msg[512];
     snprintf(msg, sizeof msg, "%s", dsv4_last_error());
     dsv4_session_free(s);
@@ -202,22 +202,11 @@ TEST(forward_reports_nan_with_layer_and_op) {
 TEST(forward_broken_sequences_and_batches_validated_up_front) {
     dsv4_model *m;
     CHECK_OK(dsv4_model_open(fixture_tiny_dir(DSV4_TINY_HF, 1), &m));
-    dsv4_layer_weights *L = &m->w.layers[2];
-    float *copy = malloc(L->attn_sink->nbytes);
-    memcpy(copy, L->attn_sink->data, L->attn_sink->nbytes);
-    copy[1] = NAN;
-    dsv4_tensor_view poisoned = *L->attn_sink;
-    poisoned.data = copy;
-    const dsv4_tensor_view *orig = L->attn_sink;
-    L->attn_sink = &poisoned;
     dsv4_session_options o;
     dsv4_session_options_default(&o);
     o.max_batch = 2;
     dsv4_session *s = NULL;
-    dsv4_status st = dsv4_session_create(m, &o, &s);
-    L->attn_sink = orig;
-    free(copy);
-    CHECK_OK(st);
+    CHECK_OK(session_with_nan_sink(m, &o, 1, &s));
     int32_t ids[3] = {4, 5, 6}, bad_ids[2] = {7, 100000};
     int seqs_ok[2] = {1, 0}, seqs_bad[2] = {1, 7};
     /* validation happens before any sequence runs */
