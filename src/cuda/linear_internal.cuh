@@ -17,6 +17,20 @@ enum LinearFormat { LIN_NVFP4 = 0, LIN_MXFP4 = 1, LIN_FP8 = 2 };
 // Activation formats: BF16 (W4A16) or NVFP4 packed e2m1 + e4m3 scales (W4A4).
 enum LinearAct { LIN_ACT_BF16 = 0, LIN_ACT_NVFP4 = 1 };
 
+// Grouped (MoE) mode of the decode kernel: blockIdx.z walks a device list of active groups
+// (experts), each with its own weight and its own rows of x and y. Everything here is read on
+// the device, so a grouped launch needs no host knowledge of the routing (graph-safe).
+struct LinearGroups {
+    const int32_t *active;      // device [max_active]: group id handled by blockIdx.z
+    const int32_t *n_active;    // device scalar: CTAs with blockIdx.z >= *n_active exit at once
+    const int32_t *row_begin;   // device [G]: first row of group g in y (the layout's offsets)
+    const int32_t *row_count;   // device [G]: rows in use of group g (the layout's counts)
+    const int32_t *row_token;   // device [rows] or NULL: x row read for y row r (gather); < 0 skips
+    int64_t w_stride, s_stride; // bytes between consecutive groups' payloads / block scales
+    const float *group_scale;   // device [G] or NULL: extra factor per group (global · input scale)
+    int max_active;             // gridDim.z
+};
+
 // Everything a linear kernel reads; passed by value.
 struct LinearParams {
     int64_t M, N, K;
@@ -32,6 +46,9 @@ struct LinearParams {
     int out_bf16;
     float *partials;         // split-K: [splits, M, N] raw sums (decode path only)
     int64_t k_per_split;     // decode: K range per blockIdx.y
+    int grouped;             // decode: 1 = grouped mode (grp below); M is then the bound on any
+                             // group's rows that picks the token bucket (larger groups loop)
+    LinearGroups grp;
 };
 
 // ---- exact scalar decoders (host-checkable formulas, no tables) ----
