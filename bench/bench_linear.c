@@ -64,7 +64,17 @@ typedef struct {
     int64_t M, N, K;
     dsv4_wformat f;
     int w4a4;
+    dsv4_cuda_linear_path path; /* AUTO unless a case compares the paths */
 } bench_case;
+
+static const char *path_name(const bench_case *c) {
+    dsv4_cuda_linear_path p = c->path;
+    if (p == DSV4_LINEAR_AUTO)
+        p = c->M <= DSV4_CUDA_LINEAR_DECODE_MAX_M                      ? DSV4_LINEAR_DECODE
+          : c->M >= DSV4_CUDA_LINEAR_DEQUANT_MIN_M && !c->w4a4 ? DSV4_LINEAR_DEQUANT_GEMM
+                                                                       : DSV4_LINEAR_PREFILL;
+    return p == DSV4_LINEAR_DECODE ? "decode" : p == DSV4_LINEAR_DEQUANT_GEMM ? "dequant_cublas" : "prefill_mma";
+}
 
 /* Random payload and sane scales (never zeros: zeros can run faster than real data). */
 static void fill_weight(dsv4_weight *w, dsv4_wformat f, int64_t N, int64_t K, uint8_t **q, uint8_t **s) {
@@ -119,7 +129,8 @@ static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, do
     BENCH_CU(cudaMemcpy(xq, hq4, (size_t)(M * K / 2), cudaMemcpyHostToDevice));
     BENCH_CU(cudaMemcpy(xs, hs4, (size_t)(M * K / 16), cudaMemcpyHostToDevice));
     BENCH_CU(cudaMalloc(&y, (size_t)(M * N) * 2));
-    const size_t wsb = dsv4_cuda_linear_workspace_bytes(&w0, M);
+    size_t wsb = dsv4_cuda_linear_workspace_bytes(&w0, M);
+    if (c->path == DSV4_LINEAR_DEQUANT_GEMM && wsb < (size_t)(N * K) * 2) wsb = (size_t)(N * K) * 2;
     if (wsb) BENCH_CU(cudaMalloc(&ws, wsb));
     dsv4_cuda_act_nvfp4 aq = {xq, xs, NULL, 1.0f / 2688};
 
@@ -136,6 +147,8 @@ static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, do
         a.out = DSV4_CUDA_OUT_BF16;
         a.workspace = ws;
         a.workspace_bytes = wsb;
+        a.path = c->path;
+        a.cublas = cb;
         BENCH_OK(dsv4_cuda_linear(&a, st));
     }
     BENCH_CU(cudaStreamEndCapture(st, &g));
@@ -182,7 +195,7 @@ static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, do
            "\"cublas_bf16_time_us\": %.3f, \"cublas_bf16_gbs\": %.1f, \"cublas_bf16_tflops\": %.2f, "
            "\"speedup_vs_cublas\": %.3f}\n",
            c->name, (long long)M, (long long)N, (long long)K, dsv4_wformat_name(c->f), c->w4a4 ? "W4A4" : "W4A16",
-           M <= DSV4_CUDA_LINEAR_DECODE_MAX_M ? "decode" : "prefill", copies, t * 1e6, bytes, bytes / t / 1e9,
+           path_name(c), copies, t * 1e6, bytes, bytes / t / 1e9,
            flops / t / 1e12, copy_gbs, bytes / t / 1e9 / copy_gbs, tb * 1e6, bytes_cublas / tb / 1e9,
            flops / tb / 1e12, tb / t);
     fflush(stdout);
@@ -226,18 +239,29 @@ int main(void) {
     printf("{\"device\": \"%s\", \"copy_bw_gbs\": %.1f, \"copy_bytes\": %zu}\n", info.name, copy_gbs, (size_t)2 << 30);
 
     const bench_case cases[] = {
-        {"wq_b", 1, 32768, 1024, DSV4_WF_NVFP4, 0},      {"wq_b", 4, 32768, 1024, DSV4_WF_NVFP4, 0},
-        {"wq_b", 16, 32768, 1024, DSV4_WF_NVFP4, 0},     {"wq_b", 64, 32768, 1024, DSV4_WF_NVFP4, 0},
-        {"wo_b", 1, 4096, 8192, DSV4_WF_NVFP4, 0},       {"wo_b", 4, 4096, 8192, DSV4_WF_NVFP4, 0},
-        {"wo_b", 16, 4096, 8192, DSV4_WF_NVFP4, 0},      {"wo_b", 64, 4096, 8192, DSV4_WF_NVFP4, 0},
-        {"expert_w1", 1, 2048, 4096, DSV4_WF_NVFP4, 0},  {"expert_w1", 4, 2048, 4096, DSV4_WF_NVFP4, 0},
-        {"expert_w1", 16, 2048, 4096, DSV4_WF_NVFP4, 0}, {"expert_w1", 64, 2048, 4096, DSV4_WF_NVFP4, 0},
-        {"expert_w1", 1, 2048, 4096, DSV4_WF_NVFP4, 1},  {"expert_w1", 16, 2048, 4096, DSV4_WF_NVFP4, 1},
-        {"expert_w1", 1, 2048, 4096, DSV4_WF_MXFP4, 0},  {"expert_w1", 16, 2048, 4096, DSV4_WF_MXFP4, 0},
-        {"wq_b", 1, 32768, 1024, DSV4_WF_FP8_B128, 0},   {"wq_b", 16, 32768, 1024, DSV4_WF_FP8_B128, 0},
-        {"square", 4096, 4096, 4096, DSV4_WF_NVFP4, 0},  {"expert_w1", 4096, 2048, 4096, DSV4_WF_NVFP4, 0},
-        {"square", 4096, 4096, 4096, DSV4_WF_NVFP4, 1},  {"square", 4096, 4096, 4096, DSV4_WF_MXFP4, 0},
-        {"square", 4096, 4096, 4096, DSV4_WF_FP8_B128, 0},
+        {"wq_b", 1, 32768, 1024, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},      {"wq_b", 4, 32768, 1024, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},
+        {"wq_b", 16, 32768, 1024, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},     {"wq_b", 64, 32768, 1024, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},
+        {"wo_b", 1, 4096, 8192, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},       {"wo_b", 4, 4096, 8192, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},
+        {"wo_b", 16, 4096, 8192, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},      {"wo_b", 64, 4096, 8192, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},
+        {"expert_w1", 1, 2048, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},  {"expert_w1", 4, 2048, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},
+        {"expert_w1", 16, 2048, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO}, {"expert_w1", 64, 2048, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},
+        {"expert_w1", 1, 2048, 4096, DSV4_WF_NVFP4, 1, DSV4_LINEAR_AUTO},  {"expert_w1", 16, 2048, 4096, DSV4_WF_NVFP4, 1, DSV4_LINEAR_AUTO},
+        {"expert_w1", 1, 2048, 4096, DSV4_WF_MXFP4, 0, DSV4_LINEAR_AUTO},  {"expert_w1", 16, 2048, 4096, DSV4_WF_MXFP4, 0, DSV4_LINEAR_AUTO},
+        {"wq_b", 1, 32768, 1024, DSV4_WF_FP8_B128, 0, DSV4_LINEAR_AUTO},   {"wq_b", 16, 32768, 1024, DSV4_WF_FP8_B128, 0, DSV4_LINEAR_AUTO},
+        {"square", 4096, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},  {"expert_w1", 4096, 2048, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},
+        {"square", 4096, 4096, 4096, DSV4_WF_NVFP4, 1, DSV4_LINEAR_AUTO},  {"square", 4096, 4096, 4096, DSV4_WF_MXFP4, 0, DSV4_LINEAR_AUTO},
+        {"square", 4096, 4096, 4096, DSV4_WF_FP8_B128, 0, DSV4_LINEAR_AUTO},
+        /* where the dequant + cuBLAS path overtakes the mma.sync kernel (AUTO's threshold) */
+        {"square", 128, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_PREFILL},
+        {"square", 128, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_DEQUANT_GEMM},
+        {"square", 256, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_PREFILL},
+        {"square", 256, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_DEQUANT_GEMM},
+        {"square", 512, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_PREFILL},
+        {"square", 512, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_DEQUANT_GEMM},
+        {"square", 1024, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_PREFILL},
+        {"square", 1024, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_DEQUANT_GEMM},
+        {"square", 4096, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_PREFILL},
+        {"wq_b", 4096, 32768, 1024, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},   {"wo_b", 4096, 4096, 8192, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], cb, st, copy_gbs);
     cublasDestroy(cb);

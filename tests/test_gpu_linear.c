@@ -90,6 +90,13 @@ typedef struct {
     dsv4_cuda_out out;
 } lin_case;
 
+/* One cuBLAS handle for the dequant + cuBLAS path (kept for the process, like the CUDA context). */
+static cublasHandle_t test_cublas(void) {
+    static cublasHandle_t h;
+    if (!h && cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) h = NULL;
+    return h;
+}
+
 /* Set by run_case when it reaches its end: a failed CHECK returns early and leaves it 0. */
 static int case_done;
 
@@ -140,7 +147,8 @@ fail_q:
     dsv4_cuda_weight dw;
     CHECK_OK(dsv4_cuda_weight_upload(&hw.w, &dw));
     void *d_x = NULL, *d_y = NULL, *d_ws = NULL, *d_q = NULL, *d_s = NULL, *d_tok = NULL;
-    const size_t ws = dsv4_cuda_linear_workspace_bytes(&dw, M);
+    size_t ws = dsv4_cuda_linear_workspace_bytes(&dw, M);
+    if (c->path == DSV4_LINEAR_DEQUANT_GEMM && ws < (size_t)(N * K) * 2) ws = (size_t)(N * K) * 2;
     CUDA_CHECK(cudaMalloc(&d_y, ybytes));
     if (ws) CUDA_CHECK(cudaMalloc(&d_ws, ws));
     dsv4_cuda_act_nvfp4 aq = {0};
@@ -152,6 +160,8 @@ fail_q:
     a.workspace = d_ws;
     a.workspace_bytes = ws;
     a.path = c->path;
+    a.cublas = test_cublas();
+    if (!a.cublas) goto fail_cublas;
     if (c->act == ACT_BF16) {
         CUDA_CHECK(cudaMalloc(&d_x, (size_t)(M * K) * 2));
         CUDA_CHECK(cudaMemcpy(d_x, xb, (size_t)(M * K) * 2, cudaMemcpyHostToDevice));
@@ -224,6 +234,8 @@ fail_q:
         cudaGraphDestroy(g);
     }
     cudaStreamDestroy(st);
+fail_cublas:
+    CHECK_MSG(a.cublas != NULL, "cublasCreate failed");
     cudaFree(d_x);
     cudaFree(d_y);
     cudaFree(d_ws);
@@ -263,6 +275,8 @@ static void run_matrix(const int64_t (*shapes)[3], int nshapes, dsv4_cuda_linear
                               shapes[si][2], path, DSV4_CUDA_OUT_F32};
                 if (c.f == DSV4_WF_MXFP4 && c.K % 32) continue;
                 if (path == DSV4_LINEAR_DECODE && c.f == DSV4_WF_NVFP4 && c.K % 32) continue;
+                if (path == DSV4_LINEAR_DEQUANT_GEMM && (act != ACT_BF16 || fi == 3 || (c.f == DSV4_WF_NVFP4 && c.K % 32)))
+                    continue;
                 if (run_case(&c, seed + (uint64_t)(fi * 100 + act * 10 + si), 0)) return;
             }
 }
@@ -283,6 +297,14 @@ TEST(gpu_linear_prefill_matches_cpu_reference) {
     run_matrix(shapes, 7, DSV4_LINEAR_PREFILL, 2000);
 }
 
+TEST(gpu_linear_dequant_gemm_matches_cpu_reference) {
+    if (!gpu_present()) SKIP("no GPU");
+    /* the exact BF16 expansion + cuBLAS: M at and above the AUTO threshold, ragged N, small M
+     * forced onto it, FP8 K % 128 != 0 */
+    const int64_t shapes[][3] = {{512, 256, 1024}, {700, 129, 512}, {1, 64, 4096}, {600, 300, 96}};
+    run_matrix(shapes, 4, DSV4_LINEAR_DEQUANT_GEMM, 2500);
+}
+
 TEST(gpu_linear_auto_path_bf16_output_and_nvfp4_k16) {
     if (!gpu_present()) SKIP("no GPU");
     /* AUTO with NVFP4 K % 32 != 0 at M = 1 goes to the MMA kernel; BF16 outputs on both paths */
@@ -291,8 +313,9 @@ TEST(gpu_linear_auto_path_bf16_output_and_nvfp4_k16) {
         {DSV4_WF_NVFP4, 0, ACT_BF16, 4, 333, 1024, DSV4_LINEAR_AUTO, DSV4_CUDA_OUT_BF16},
         {DSV4_WF_MXFP4, 0, ACT_FP4_TOKEN, 150, 260, 512, DSV4_LINEAR_AUTO, DSV4_CUDA_OUT_BF16},
         {DSV4_WF_FP8_B128, 1, ACT_BF16, 64, 129, 384, DSV4_LINEAR_AUTO, DSV4_CUDA_OUT_BF16},
+        {DSV4_WF_NVFP4, 0, ACT_BF16, DSV4_CUDA_LINEAR_DEQUANT_MIN_M, 160, 256, DSV4_LINEAR_AUTO, DSV4_CUDA_OUT_BF16},
     };
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (run_case(&cases[i], 3000 + (uint64_t)i, 0)) return;
 }
 

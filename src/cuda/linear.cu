@@ -6,10 +6,10 @@
 
 #include "cuda/linear_internal.cuh"
 
-// Decode split-K plan: aim for this many CTAs (about two waves of 132 SMs) so that a narrow
-// weight (N = 2048) still spreads over the whole chip. A constant, not the device's SM count:
+// Decode split-K plan: aim for this many CTAs (about eight 4-warp CTAs per SM of a 132-SM
+// chip) so that a narrow weight (N = 2048) still keeps enough loads in flight on every SM. A constant, not the device's SM count:
 // the plan (and so the summation order) is the same on every device.
-#define DECODE_TARGET_CTAS 264
+#define DECODE_TARGET_CTAS 1024
 #define DECODE_MAX_SPLITS 16
 #define DECODE_MIN_K_PER_SPLIT 512
 
@@ -132,8 +132,17 @@ static bool decode_takes(const dsv4_cuda_weight *w, int64_t M) {
     return M >= 1 && M <= DSV4_CUDA_LINEAR_DECODE_MAX_M && !(w->format == DSV4_WF_NVFP4 && w->cols % 32);
 }
 
+// The dequant + cuBLAS path: W4A16 only, exact expansions only (no fp32 FP8 block scales).
+static bool dequant_takes(const dsv4_cuda_weight *w) {
+    if (w->format == DSV4_WF_FP8_B128) return !w->scale_f32;
+    return w->cols % 32 == 0;
+}
+
+static size_t dequant_bytes(const dsv4_cuda_weight *w) { return (size_t)w->rows * (size_t)w->cols * 2; }
+
 extern "C" size_t dsv4_cuda_linear_workspace_bytes(const dsv4_cuda_weight *w, int64_t max_M) {
     size_t need = 0;
+    if (max_M >= DSV4_CUDA_LINEAR_DEQUANT_MIN_M && dequant_takes(w)) need = dequant_bytes(w);
     for (int64_t M = 1; M <= max_M && M <= DSV4_CUDA_LINEAR_DECODE_MAX_M; M++) {
         if (!decode_takes(w, M)) continue;
         const decode_plan pl = plan_decode(fmt_of(w->format), M, w->rows, w->cols);
@@ -223,13 +232,30 @@ extern "C" dsv4_status dsv4_cuda_linear(const dsv4_cuda_linear_args *a, cudaStre
     const float global = w->format == DSV4_WF_NVFP4 ? w->global_scale : 1.0f;
 
     dsv4_cuda_linear_path path = a->path;
-    if (path == DSV4_LINEAR_AUTO) path = decode_takes(w, a->M) ? DSV4_LINEAR_DECODE : DSV4_LINEAR_PREFILL;
+    if (path == DSV4_LINEAR_AUTO)
+        path = decode_takes(w, a->M)                                                          ? DSV4_LINEAR_DECODE
+             : a->M >= DSV4_CUDA_LINEAR_DEQUANT_MIN_M && a->x && a->cublas && dequant_takes(w) ? DSV4_LINEAR_DEQUANT_GEMM
+                                                                                               : DSV4_LINEAR_PREFILL;
+    if (path == DSV4_LINEAR_DEQUANT_GEMM) {
+        if (!a->x || !dequant_takes(w) || !a->cublas)
+            return dsv4_fail(DSV4_ERR_UNSUPPORTED, "cuda linear: the dequant + cuBLAS path takes BF16 activations, a cuBLAS "
+                             "handle and NVFP4/MXFP4 with K %% 32 == 0 or FP8 with ue8m0 scales");
+        const size_t need = dequant_bytes(w);
+        if (!a->workspace || a->workspace_bytes < need || !aligned(a->workspace, 16))
+            return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "cuda linear: dequant path for [%lld, %lld] needs %zu workspace bytes "
+                             "(16-byte aligned), got %zu", (long long)p.N, (long long)p.K, need,
+                             a->workspace ? a->workspace_bytes : 0);
+        p.out_scale = global * act_scale;
+        return linear_dequant_gemm_launch(fmt, p, a->workspace, a->cublas, stream);
+    }
     if (path == DSV4_LINEAR_DECODE) {
         if (!decode_takes(w, a->M))
             return dsv4_fail(DSV4_ERR_UNSUPPORTED, "cuda linear: the decode kernel takes M <= %d (and NVFP4 K %% 32 == 0); "
                              "got M = %lld, K = %lld", DSV4_CUDA_LINEAR_DECODE_MAX_M, (long long)a->M, (long long)w->cols);
-        // the decode kernel expands fp4 as e2m1 · 2^-14; the 2^14 is applied here, once
-        p.out_scale = global * act_scale * (fmt == LIN_FP8 ? 1.0f : 16384.0f);
+        // (the power-of-two factor of the kernel's exact BF16 expansion is applied in the kernel)
+        p.out_scale = global * act_scale;
+        if (a->xq && !aligned(a->xq->q, 16))
+            return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "cuda linear: the decode kernel needs 16-byte aligned NVFP4 activations");
         const decode_plan pl = plan_decode(fmt, a->M, p.N, p.K);
         p.k_per_split = pl.k_per_split;
         if (pl.splits > 1) {

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #ifdef __cplusplus
@@ -53,14 +54,20 @@ typedef struct dsv4_cuda_act_nvfp4 {
 
 typedef enum dsv4_cuda_out { DSV4_CUDA_OUT_F32 = 0, DSV4_CUDA_OUT_BF16 = 1 } dsv4_cuda_out;
 
-/* Which kernel: AUTO picks DECODE for M <= 64 (and a shape it takes), else PREFILL. */
+/* Which kernel: AUTO picks DECODE for M <= 64 (and a shape it takes); DEQUANT_GEMM for
+ * M >= DSV4_CUDA_LINEAR_DEQUANT_MIN_M with BF16 activations, a cuBLAS handle and a weight it
+ * takes; else PREFILL. */
 typedef enum dsv4_cuda_linear_path {
     DSV4_LINEAR_AUTO = 0,
-    DSV4_LINEAR_DECODE,  /* fp32-FMA GEMV, split-K, M <= 64; NVFP4 needs K % 32 == 0 */
-    DSV4_LINEAR_PREFILL, /* BF16 tensor-core MMA, any M */
+    DSV4_LINEAR_DECODE,  /* weight-streaming tensor-core kernel, split-K, M <= 64; NVFP4 needs K % 32 == 0 */
+    DSV4_LINEAR_PREFILL, /* BF16 tensor-core MMA (mma.sync), any M */
+    DSV4_LINEAR_DEQUANT_GEMM, /* W4A16 only: exact BF16 expansion of W into the workspace + cuBLAS
+                                 BF16 GEMM (fp32 accumulate); NVFP4/MXFP4 with K % 32 == 0, FP8
+                                 with ue8m0 scales */
 } dsv4_cuda_linear_path;
 
 #define DSV4_CUDA_LINEAR_DECODE_MAX_M 64
+#define DSV4_CUDA_LINEAR_DEQUANT_MIN_M 512
 
 typedef struct dsv4_cuda_linear_args {
     const dsv4_cuda_weight *w;
@@ -69,12 +76,15 @@ typedef struct dsv4_cuda_linear_args {
     const dsv4_cuda_act_nvfp4 *xq; /* W4A4: quantized activations, else NULL */
     void *y;                       /* [M, N], fp32 or BF16 per out */
     dsv4_cuda_out out;
-    void *workspace; /* split-K partials; dsv4_cuda_linear_workspace_bytes() for the largest M */
+    void *workspace; /* split-K partials or the BF16 weight; dsv4_cuda_linear_workspace_bytes() */
     size_t workspace_bytes;
     dsv4_cuda_linear_path path;
+    cublasHandle_t cublas; /* for DEQUANT_GEMM (its stream is set to the call's); NULL: never taken by AUTO */
 } dsv4_cuda_linear_args;
 
-/* Workspace the decode path needs for any M <= max_M with this weight (0 when none). A fixed
+/* Workspace any path AUTO may take needs for any M <= max_M with this weight (decode split-K
+ * partials; the BF16 weight, 2·N·K bytes, once max_M >= DSV4_CUDA_LINEAR_DEQUANT_MIN_M and the
+ * weight qualifies; 0 when none). A fixed
  * function of (format, N, K, M): the plan never depends on the device, so results are
  * bitwise reproducible. */
 size_t dsv4_cuda_linear_workspace_bytes(const dsv4_cuda_weight *w, int64_t max_M);

@@ -1,256 +1,366 @@
-// Decode-regime linear (M = 1..64): a split-K GEMV that streams every weight byte once.
+// Decode-regime linear (M = 1..64 rows of activations): streams every weight byte once and
+// multiplies on the BF16 tensor cores with the operands swapped (y^T = W · x^T), so the
+// weight rows fill the 16-row side of mma.m16n8k16 and the few tokens its 8-column side.
 //
-// Work split. A CTA of DECODE_WARPS warps owns kRowsPerCta output rows and one K range
-// (blockIdx.y = split). Inside a warp, kLanesK consecutive lanes share a row group and walk
-// along K, each loading 16 bytes of packed payload per row per step (32 fp4 or 16 fp8
-// elements): the kLanesK lanes of a row read kLanesK·16 contiguous bytes, so every 32-byte
-// sector is fully used. Each lane handles kR rows at once (kR independent 16-byte loads in
-// flight, and each activation read from shared memory is used kR times).
+// Work split. A CTA of DECODE_WARPS warps owns R 16-row tiles (16·R output rows) and one K
+// range (blockIdx.y = split); its warps take the range's K steps round-robin and add their
+// partial sums in a fixed order at the end (shared memory). One K step of a warp: each lane
+// loads one 16-byte chunk (32 fp4 or 16 fp8 elements) of rows g and g+8 of every tile
+// (g = lane / 4); the 4 lanes of a row group read 64 contiguous bytes of their row. Weights
+// are loaded with L1::no_allocate (read once), activations through L1 (re-read by every
+// warp of the CTA). The next step's weight chunks are loaded before the current one is used.
 //
-// Activations. The CTA stages its K range in chunks of kSmemK values for all MT tokens into
-// shared memory as fp32 (BF16 and NVFP4 activations are both exact in fp32), zero-filled past M
-// and past K. The chunk is stored lane-interleaved, so that the float4 a lane reads sits next
-// to its neighbours' float4s (conflict-free, see act_slot()).
+// Fragment mapping. mma.m16n8k16 gives lane (g, t = lane % 4) the A values of rows g and
+// g+8 at logical k {2t, 2t+1, 2t+8, 2t+9} and the B values of token g at the same k. The
+// logical k of each lane may map to any physical k as long as A and B agree, so each lane
+// keeps its own 16-byte chunk: a 32-bit word of 8 fp4 elements expands into 4 BF16 pairs
+// (element i, element i+4), i = 0..3, and two consecutive pairs feed one MMA; an fp8 word
+// of 4 elements expands into the pairs (0, 2) and (1, 3) for one MMA. The activations are
+// paired the same way (pair_*() below).
 //
-// Math. fp4 elements are expanded exactly to fp32 through fp16: the half bits
-// (sign << 15) | (code << 9) encode e2m1 · 2^-14 exactly (codes 0 and 1 are fp16 subnormals,
-// which the fp16 -> fp32 conversion handles exactly). The block scale multiplies the element
-// (exact: e2m1 · scale has at most 6 significant bits), the 2^14 goes into out_scale with
-// the global scale. Every product is one fp32 FMA into acc[row][token]; the lanes of a row
-// are reduced with shuffles in a fixed order. With splits > 1 each split writes raw sums to
-// partials[split] and linear_splitk_reduce (linear.cu) adds them in split order: no atomics,
-// bitwise reproducible.
+// Expansion math (exact). The bits of an e2m1 magnitude placed at BF16 bits 6..8 (and its
+// sign at bit 15) are e2m1 · 2^-126 (code 1, 0.5, becomes a BF16 subnormal, which BF16
+// multiplication takes as is). One BF16 multiply by c = scale · 2^117 then gives
+// e2m1 · scale · 2^-9 exactly: the product has at most 6 significant bits and lies in
+// [2^-19, 5.25], inside BF16's normal range, for every e4m3 scale. FP8: the 7 magnitude bits
+// of e4m3 at BF16 bits 4..10 are e4m3 · 2^-120; times 2^111 that is e4m3 · 2^-9 (normal).
+// MXFP4: two multiplies, by 2^126 (the exact e2m1 value) and by the block's 2^(e-127).
+// NVFP4 activations (W4A4) expand like NVFP4 weights. The 2^9 factors are restored after
+// the sum (kUnit), which is exact. The tensor cores multiply BF16 pairs exactly and add in
+// fp32, so only the summation order differs from the fp32 CPU reference.
+//
+// FP8 block-128 scales (fp32 or ue8m0) are not folded into the BF16 value (an fp32 scale
+// would round): a warp's K step (64 elements) and its 16-row tile lie inside one 128 × 128
+// scale block, so the step's MMA sums go to a temporary and are added to the accumulator
+// times that block's scale.
+//
+// Split-K. With splits > 1 each split writes its sums (times kUnit) to partials[split] and
+// linear_splitk_reduce (linear.cu) adds them in split order: no atomics, reproducible.
+//
+// Grouped mode (MoE experts, p.grouped): blockIdx.z is an index into the device list of
+// active groups; see LinearGroups in linear_internal.cuh.
+#include "cuda/linear_expand.cuh"
 #include "cuda/linear_internal.cuh"
 
-#define DECODE_WARPS 8
+#define DECODE_WARPS 4
 #define DECODE_THREADS (DECODE_WARPS * 32)
-#define DECODE_SMEM_FLOATS 8192 // 32 KB of staged activations per CTA (static shared memory)
+// 4 CTAs (16 warps) per SM keep >= 64 KB of weight loads in flight per SM; caps registers at 128
+#define DECODE_MIN_CTAS 4
 
 template <int FMT, int MT>
 struct DecodeShape {
-    static constexpr int kElems = FMT == LIN_FP8 ? 16 : 32; // weight elements per 16-byte load
-    static constexpr int kSmemK = DECODE_SMEM_FLOATS / MT;  // K values per staged chunk
-    static constexpr int kLanesK = kSmemK / kElems < 8 ? kSmemK / kElems : 8;
-    static constexpr int kRowGroups = 32 / kLanesK;
-    static constexpr int kR = MT >= 32 ? 1 : 2; // rows per lane (acc registers = kR · MT)
-    static constexpr int kRowsPerWarp = kRowGroups * kR;
-    static constexpr int kRowsPerCta = DECODE_WARPS * kRowsPerWarp;
-    static constexpr int kStep = kLanesK * kElems; // K covered by one step of a row group
-    static_assert(kSmemK % kStep == 0, "a staged chunk holds whole steps");
-    static_assert(kElems % 4 == 0 && kLanesK >= 1, "float4 activation reads");
+    static constexpr int kElems = FMT == LIN_FP8 ? 16 : 32; // weight elements per 16-byte chunk
+    static constexpr int kPairs = kElems / 2;                // BF16 pairs per chunk
+    static constexpr int kMmas = kElems / 4;                 // MMAs per chunk (4 elements per lane each)
+    static constexpr int kStep = 4 * kElems;                 // K covered by one warp step
+    static constexpr int kNT = MT / 8;                       // 8-token MMA column tiles
+    static constexpr int kR = kNT >= 4 ? 1 : 2;              // 16-row tiles per CTA
+    static constexpr int kRowsPerCta = 16 * kR;
+    static constexpr int kAcc = kR * kNT * 4; // fp32 accumulators per lane
+    static_assert(MT == 8 || MT == 16 || MT == 32 || MT == 64, "token buckets of 8");
 };
 
-// Where chunk-relative k lives in the staged buffer of one token: within a step, element j of
-// lane lk goes to (j / 4) · (kLanesK · 4) + lk · 4 + j % 4.
-template <int FMT, int MT>
-__device__ __forceinline__ int act_slot(int kk) {
-    using S = DecodeShape<FMT, MT>;
-    const int step = kk / S::kStep, o = kk % S::kStep;
-    const int lk = o / S::kElems, j = o % S::kElems;
-    return step * S::kStep + (j / 4) * (S::kLanesK * 4) + lk * 4 + (j % 4);
+// The factor the expansions leave in every sum (see the header comment).
+template <int FMT, int ACT>
+__device__ __forceinline__ float decode_unit() {
+    return (FMT == LIN_MXFP4 ? 1.0f : 512.0f) * (ACT == LIN_ACT_NVFP4 ? 512.0f : 1.0f);
 }
 
-// One activation value as fp32: BF16 as is; NVFP4 as e2m1 · e4m3 (exact; the input scale is
-// applied with the output factor).
-template <int ACT>
-__device__ __forceinline__ float load_act(const LinearParams &p, int64_t m, int64_t k) {
-    if (ACT == LIN_ACT_BF16) return __bfloat162float(p.x[m * p.K + k]);
-    const uint32_t byte = p.xq[(m * p.K + k) >> 1];
-    const uint32_t nib = (k & 1) ? byte >> 4 : byte & 15u;
-    return e2m1_to_f32(nib) * e4m3_to_f32(p.xq_scale[(m * p.K + k) >> 4]);
+__device__ __forceinline__ uint4 ld_stream16(const void *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
 }
 
-// 8 packed e2m1 (nibble i = element i) -> 8 floats, each e2m1 · 2^-14 exactly.
-__device__ __forceinline__ void e2m1x8_to_f32_times_2m14(uint32_t q, float out[8]) {
+// One lane's 16-byte weight chunk of one row as it comes from memory, before expansion.
+struct RawChunk {
+    uint4 q;
+    uint32_t s; // NVFP4: the two e4m3 scale bytes (low byte first); MXFP4: the ue8m0 byte
+};
+
+template <int FMT>
+__device__ __forceinline__ RawChunk load_w_chunk(const uint8_t *w, const uint8_t *ws, int64_t K, int64_t row, int64_t N,
+                                                 int64_t k, int64_t k_end) {
+    RawChunk r;
+    r.q = make_uint4(0, 0, 0, 0);
+    r.s = 0;
+    if (row >= N || k >= k_end) return r;
+    if (FMT == LIN_FP8) {
+        r.q = ld_stream16(w + row * K + k);
+    } else {
+        r.q = ld_stream16(w + row * (K / 2) + k / 2);
+        if (FMT == LIN_NVFP4)
+            r.s = __ldg(reinterpret_cast<const uint16_t *>(ws + row * (K / 16) + k / 16));
+        else
+            r.s = __ldg(ws + row * (K / 32) + k / 32);
+    }
+    return r;
+}
+
+// Expands a raw chunk into its BF16 pairs (the A fragments of kMmas MMAs for one row).
+template <int FMT>
+__device__ __forceinline__ void expand_w_chunk(const RawChunk &r, uint32_t out[]) {
+    const uint32_t words[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+    if (FMT == LIN_NVFP4) {
+        const uint32_t c0 = nvfp4_scale_c(r.s & 0xffu), c1 = nvfp4_scale_c(r.s >> 8);
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const uint32_t t = q >> (4 * i); // nibble i in bits 0..3, nibble i + 4 in bits 16..19
-        const uint32_t h = ((t & 0x00070007u) << 9) | ((t & 0x00080008u) << 12);
-        const float2 f = __half22float2(__halves2half2(__ushort_as_half((unsigned short)(h & 0xffffu)),
-                                                       __ushort_as_half((unsigned short)(h >> 16))));
-        out[i] = f.x;
-        out[i + 4] = f.y;
+        for (int w = 0; w < 4; w++) e2m1x8_pairs(words[w], w < 2 ? c0 : c1, out + 4 * w);
+    } else if (FMT == LIN_MXFP4) {
+        const uint32_t two126 = bf16x2_splat(0x1p126f), c = bf16x2_splat(ue8m0_to_f32(r.s));
+#pragma unroll
+        for (int w = 0; w < 4; w++) {
+            e2m1x8_pairs(words[w], two126, out + 4 * w);
+#pragma unroll
+            for (int i = 0; i < 4; i++) out[4 * w + i] = bf16x2_mul(out[4 * w + i], c);
+        }
+    } else {
+        const uint32_t c = bf16x2_splat(0x1p111f);
+#pragma unroll
+        for (int w = 0; w < 4; w++) e4m3x4_pairs(words[w], c, out + 2 * w);
     }
 }
 
-// 4 packed e4m3 (byte i = element i) -> 4 floats (hardware e4m3 -> f16 conversion, exact).
-__device__ __forceinline__ void e4m3x4_to_f32(uint32_t q, float out[4]) {
-    const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(q & 0xffffu), __NV_E4M3);
-    const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(q >> 16), __NV_E4M3);
-    const float2 a = __half22float2(__half2(lo)), b = __half22float2(__half2(hi));
-    out[0] = a.x;
-    out[1] = a.y;
-    out[2] = b.x;
-    out[3] = b.y;
+// The B fragments of one lane for one token: the activations at the lane's chunk
+// [k, k + kElems), paired like the weight chunk; zeros past K or for a missing token.
+template <int FMT, int ACT>
+__device__ __forceinline__ void load_act_chunk(const LinearParams &p, int64_t xrow, int64_t k, int64_t k_end,
+                                               uint32_t out[]) {
+    constexpr int kElems = FMT == LIN_FP8 ? 16 : 32, kPairs = kElems / 2;
+    if (xrow < 0 || k >= k_end) {
+#pragma unroll
+        for (int i = 0; i < kPairs; i++) out[i] = 0;
+        return;
+    }
+    if (ACT == LIN_ACT_BF16) {
+        uint32_t nat[kPairs];
+        const uint4 *src = reinterpret_cast<const uint4 *>(p.x + xrow * p.K + k);
+#pragma unroll
+        for (int v = 0; v < kElems / 8; v++) {
+            const uint4 u = __ldg(src + v);
+            nat[4 * v + 0] = u.x;
+            nat[4 * v + 1] = u.y;
+            nat[4 * v + 2] = u.z;
+            nat[4 * v + 3] = u.w;
+        }
+        pair_natural<FMT>(nat, out);
+    } else {
+        // packed NVFP4: 8 bytes per 16 elements, one e4m3 scale per 16
+        const uint8_t *q = p.xq + (xrow * p.K + k) / 2;
+        const uint8_t *s = p.xq_scale + (xrow * p.K + k) / 16;
+        if (FMT == LIN_FP8) {
+            // 16 elements: expand to (i, i+4) pairs, back to natural order, then fp8 pairing
+            const uint2 u = __ldg(reinterpret_cast<const uint2 *>(q));
+            const uint32_t c = nvfp4_scale_c(__ldg(s));
+            uint32_t pr[8], nat[8];
+            e2m1x8_pairs(u.x, c, pr);
+            e2m1x8_pairs(u.y, c, pr + 4);
+#pragma unroll
+            for (int w = 0; w < 2; w++)
+#pragma unroll
+                for (int i = 0; i < 2; i++) { // natural pair (2i, 2i+1) of word w from (2i, 2i+4), (2i+1, 2i+5)
+                    nat[4 * w + i] = __byte_perm(pr[4 * w + 2 * i], pr[4 * w + 2 * i + 1], 0x5410);
+                    nat[4 * w + 2 + i] = __byte_perm(pr[4 * w + 2 * i], pr[4 * w + 2 * i + 1], 0x7632);
+                }
+            pair_natural<FMT>(nat, out);
+        } else {
+            // 32 elements in the same nibble layout as the weight chunk: same pairing directly
+            const uint4 u = __ldg(reinterpret_cast<const uint4 *>(q));
+            const uint16_t s2 = __ldg(reinterpret_cast<const uint16_t *>(s));
+            const uint32_t c0 = nvfp4_scale_c(s2 & 0xffu), c1 = nvfp4_scale_c(s2 >> 8);
+            e2m1x8_pairs(u.x, c0, out);
+            e2m1x8_pairs(u.y, c0, out + 4);
+            e2m1x8_pairs(u.z, c1, out + 8);
+            e2m1x8_pairs(u.w, c1, out + 12);
+        }
+    }
+}
+
+__device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// The rows of one CTA for one group (or the whole call): where x rows come from and where
+// y rows go.
+struct DecodeRows {
+    int64_t y_begin; // first y row of the chunk
+    int m_count;     // tokens in this chunk (<= MT)
+    const int32_t *row_token; // x row of y row r, or NULL (then x row = r)
+    float factor;    // out_scale · group factor
+};
+
+template <int FMT, int ACT, int MT>
+__device__ void decode_tile(const LinearParams &p, const uint8_t *w, const uint8_t *ws, const DecodeRows &rows,
+                            float *red) {
+    using S = DecodeShape<FMT, MT>;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
+    const int64_t row_base = (int64_t)blockIdx.x * S::kRowsPerCta;
+    const int64_t k_begin = (int64_t)blockIdx.y * p.k_per_split;
+    const int64_t k_end = k_begin + p.k_per_split < p.K ? k_begin + p.k_per_split : p.K;
+    const int64_t n_steps = (k_end - k_begin + S::kStep - 1) / S::kStep;
+
+    // x rows of this lane's tokens (token nt·8 + g)
+    int64_t xrow[S::kNT];
+#pragma unroll
+    for (int nt = 0; nt < S::kNT; nt++) {
+        const int m = nt * 8 + g;
+        const int64_t yr = rows.y_begin + m;
+        xrow[nt] = m < rows.m_count ? (rows.row_token ? (int64_t)rows.row_token[yr] : yr) : -1;
+    }
+
+    float acc[S::kR][S::kNT][4];
+#pragma unroll
+    for (int r = 0; r < S::kR; r++)
+#pragma unroll
+        for (int nt = 0; nt < S::kNT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[r][nt][i] = 0.0f;
+
+    RawChunk cur[S::kR][2], nxt[S::kR][2];
+    auto load_step = [&](int64_t s, RawChunk (&dst)[S::kR][2]) {
+        const int64_t k = k_begin + s * S::kStep + t * S::kElems;
+#pragma unroll
+        for (int r = 0; r < S::kR; r++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                dst[r][h] = load_w_chunk<FMT>(w, ws, p.K, row_base + 16 * r + g + 8 * h, p.N, s < n_steps ? k : k_end, k_end);
+    };
+
+    int64_t s = warp;
+    load_step(s, cur);
+    for (; s < n_steps; s += DECODE_WARPS) {
+        load_step(s + DECODE_WARPS, nxt);
+        const int64_t k = k_begin + s * S::kStep + t * S::kElems;
+
+        uint32_t a[S::kR][2][S::kPairs];
+#pragma unroll
+        for (int r = 0; r < S::kR; r++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) expand_w_chunk<FMT>(cur[r][h], a[r][h]);
+
+        float fp8_scale[S::kR];
+        if (FMT == LIN_FP8) {
+            const int64_t kb = (k_begin + s * S::kStep) / 128; // the step's K block (one for the whole warp)
+#pragma unroll
+            for (int r = 0; r < S::kR; r++) {
+                const int64_t rb = (row_base + 16 * r) / 128;
+                const int64_t si = rb * ((p.K + 127) / 128) + kb;
+                const bool in = row_base + 16 * r < p.N;
+                fp8_scale[r] = !in ? 0.0f
+                             : p.w_scale_f32 ? __ldg(reinterpret_cast<const float *>(ws) + si)
+                                             : ue8m0_to_f32(__ldg(ws + si));
+            }
+        }
+
+#pragma unroll
+        for (int nt = 0; nt < S::kNT; nt++) {
+            uint32_t b[S::kPairs];
+            load_act_chunk<FMT, ACT>(p, xrow[nt], k, k_end, b);
+#pragma unroll
+            for (int r = 0; r < S::kR; r++) {
+                float d[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) d[i] = FMT == LIN_FP8 ? 0.0f : acc[r][nt][i];
+#pragma unroll
+                for (int j = 0; j < S::kMmas; j++) {
+                    const uint32_t af[4] = {a[r][0][2 * j], a[r][1][2 * j], a[r][0][2 * j + 1], a[r][1][2 * j + 1]};
+                    const uint32_t bf[2] = {b[2 * j], b[2 * j + 1]};
+                    mma_bf16_16816(d, af, bf);
+                }
+#pragma unroll
+                for (int i = 0; i < 4; i++) acc[r][nt][i] = FMT == LIN_FP8 ? fmaf(d[i], fp8_scale[r], acc[r][nt][i]) : d[i];
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < S::kR; r++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) cur[r][h] = nxt[r][h];
+    }
+
+    // Add the warps' sums in warp order. red: [DECODE_WARPS][kAcc][32]
+#pragma unroll
+    for (int r = 0; r < S::kR; r++)
+#pragma unroll
+        for (int nt = 0; nt < S::kNT; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) red[((warp * S::kAcc) + (r * S::kNT + nt) * 4 + i) * 32 + lane] = acc[r][nt][i];
+    __syncthreads();
+    const float unit = decode_unit<FMT, ACT>();
+    for (int o = threadIdx.x; o < S::kAcc * 32; o += DECODE_THREADS) {
+        float sum = 0.0f;
+        for (int wi = 0; wi < DECODE_WARPS; wi++) sum += red[wi * S::kAcc * 32 + o];
+        const int ln = o % 32, slot = o / 32;
+        const int i = slot % 4, nt = (slot / 4) % S::kNT, r = slot / 4 / S::kNT;
+        const int m = nt * 8 + 2 * (ln % 4) + (i & 1);
+        const int64_t row = row_base + 16 * r + ln / 4 + (i >= 2 ? 8 : 0);
+        if (m >= rows.m_count || row >= p.N) continue;
+        const int64_t yr = rows.y_begin + m;
+        sum *= unit; // exact: a power of two
+        if (gridDim.y > 1) {
+            p.partials[((int64_t)blockIdx.y * p.M + yr) * p.N + row] = sum;
+        } else {
+            float f = rows.factor;
+            if (p.token_scales) f *= p.token_scales[rows.row_token ? rows.row_token[yr] : yr];
+            linear_store(p, yr, row, sum * f);
+        }
+    }
+    __syncthreads(); // red is reused by the next chunk of a large group
 }
 
 template <int FMT, int ACT, int MT>
-__global__ void __launch_bounds__(DECODE_THREADS) linear_decode(const LinearParams p) {
+__global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode(const LinearParams p) {
     using S = DecodeShape<FMT, MT>;
-    __shared__ __align__(16) float xs[MT * S::kSmemK];
-
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int lk = lane % S::kLanesK, rg = lane / S::kLanesK;
-    // rows of this lane: row0 + i · kRowGroups, i < kR
-    const int64_t row0 = (int64_t)blockIdx.x * S::kRowsPerCta + warp * S::kRowsPerWarp + rg;
-    const int64_t k_begin = (int64_t)blockIdx.y * p.k_per_split;
-    const int64_t k_end = k_begin + p.k_per_split < p.K ? k_begin + p.k_per_split : p.K;
-    const int64_t row_bytes = FMT == LIN_FP8 ? p.K : p.K / 2;
-
-    float acc[S::kR][MT];
-#pragma unroll
-    for (int i = 0; i < S::kR; i++)
-#pragma unroll
-        for (int m = 0; m < MT; m++) acc[i][m] = 0.0f;
-
-    for (int64_t kc = k_begin; kc < k_end; kc += S::kSmemK) {
-        const int kn = (int)(k_end - kc < S::kSmemK ? k_end - kc : S::kSmemK); // a multiple of kElems
-        __syncthreads(); // the previous chunk's readers are done
-        for (int idx = threadIdx.x; idx < MT * S::kSmemK; idx += DECODE_THREADS) {
-            const int m = idx / S::kSmemK, kk = idx % S::kSmemK;
-            const float v = (m < p.M && kk < kn) ? load_act<ACT>(p, m, kc + kk) : 0.0f;
-            xs[m * S::kSmemK + act_slot<FMT, MT>(kk)] = v;
-        }
-        __syncthreads();
-
-#pragma unroll 2
-        for (int s = 0; s < kn; s += S::kStep) {
-            const int kk = s + lk * S::kElems;
-            if (kk >= kn) continue; // a partial last step: this lane's unit lies past K
-            const int64_t k = kc + kk;
-            uint4 raw[S::kR];
-            float scale[S::kR][2]; // NVFP4: blocks k/16 and k/16 + 1; others: [0]
-#pragma unroll
-            for (int i = 0; i < S::kR; i++) {
-                const int64_t row = row0 + (int64_t)i * S::kRowGroups;
-                raw[i] = make_uint4(0, 0, 0, 0);
-                scale[i][0] = scale[i][1] = 0.0f;
-                if (row >= p.N) continue;
-                const int64_t elem_off = FMT == LIN_FP8 ? k : k / 2;
-                raw[i] = __ldg(reinterpret_cast<const uint4 *>(p.w + row * row_bytes + elem_off));
-                if (FMT == LIN_NVFP4) {
-                    const uint16_t s2 = __ldg(reinterpret_cast<const uint16_t *>(p.w_scale + row * (p.K / 16) + k / 16));
-                    scale[i][0] = e4m3_to_f32(s2 & 0xffu);
-                    scale[i][1] = e4m3_to_f32(s2 >> 8);
-                } else if (FMT == LIN_MXFP4) {
-                    scale[i][0] = scale[i][1] = ue8m0_to_f32(__ldg(p.w_scale + row * (p.K / 32) + k / 32));
-                } else {
-                    const int64_t si = (row / 128) * ((p.K + 127) / 128) + k / 128;
-                    scale[i][0] = p.w_scale_f32 ? __ldg(reinterpret_cast<const float *>(p.w_scale) + si)
-                                                : ue8m0_to_f32(__ldg(p.w_scale + si));
-                }
-            }
-            const float *xk = xs + (s / S::kStep) * S::kStep + lk * 4; // + m · kSmemK + g · kLanesK · 4
-            const uint32_t *words[S::kR];
-#pragma unroll
-            for (int i = 0; i < S::kR; i++) words[i] = reinterpret_cast<const uint32_t *>(&raw[i]);
-            // one 32-bit word at a time: 8 fp4 or 4 fp8 elements per row
-#pragma unroll
-            for (int wd = 0; wd < 4; wd++) {
-                constexpr int kPerWord = FMT == LIN_FP8 ? 4 : 8;
-                float wv[S::kR][kPerWord];
-#pragma unroll
-                for (int i = 0; i < S::kR; i++) {
-                    if (FMT == LIN_FP8) {
-                        e4m3x4_to_f32(words[i][wd], wv[i]);
-                    } else {
-                        e2m1x8_to_f32_times_2m14(words[i][wd], wv[i]);
-                    }
-                    const float sc = scale[i][FMT == LIN_NVFP4 ? wd / 2 : 0];
-#pragma unroll
-                    for (int e = 0; e < kPerWord; e++) wv[i][e] *= sc;
-                }
-#pragma unroll
-                for (int m = 0; m < MT; m++) {
-#pragma unroll
-                    for (int g = 0; g < kPerWord / 4; g++) {
-                        const int group = wd * (kPerWord / 4) + g; // float4 group within the lane's unit
-                        const float4 xv = *reinterpret_cast<const float4 *>(xk + m * S::kSmemK + group * S::kLanesK * 4);
-#pragma unroll
-                        for (int i = 0; i < S::kR; i++) {
-                            float a = acc[i][m];
-                            a = fmaf(wv[i][g * 4 + 0], xv.x, a);
-                            a = fmaf(wv[i][g * 4 + 1], xv.y, a);
-                            a = fmaf(wv[i][g * 4 + 2], xv.z, a);
-                            a = fmaf(wv[i][g * 4 + 3], xv.w, a);
-                            acc[i][m] = a;
-                        }
-                    }
-                }
-            }
-        }
+    __shared__ float red[DECODE_WARPS * S::kAcc * 32];
+    if (!p.grouped) {
+        DecodeRows rows = {0, (int)p.M, nullptr, p.out_scale};
+        decode_tile<FMT, ACT, MT>(p, p.w, p.w_scale, rows, red);
+        return;
     }
-
-    // Reduce the kLanesK lanes of each row (contiguous lanes; fixed xor order).
-#pragma unroll
-    for (int i = 0; i < S::kR; i++)
-#pragma unroll
-        for (int m = 0; m < MT; m++)
-#pragma unroll
-            for (int off = S::kLanesK / 2; off > 0; off /= 2)
-                acc[i][m] += __shfl_xor_sync(0xffffffffu, acc[i][m], off);
-    if (lk != 0) return;
-#pragma unroll
-    for (int i = 0; i < S::kR; i++) {
-        const int64_t row = row0 + (int64_t)i * S::kRowGroups;
-        if (row >= p.N) continue;
-#pragma unroll
-        for (int m = 0; m < MT; m++) {
-            if (m >= p.M) break;
-            if (gridDim.y > 1)
-                p.partials[((int64_t)blockIdx.y * p.M + m) * p.N + row] = acc[i][m];
-            else
-                linear_store(p, m, row, acc[i][m] * linear_out_factor(p, m));
-        }
+    const LinearGroups &G = p.grp;
+    if ((int)blockIdx.z >= *G.n_active) return;
+    const int grp = G.active[blockIdx.z];
+    const uint8_t *w = p.w + (int64_t)grp * G.w_stride;
+    const uint8_t *ws = p.w_scale + (int64_t)grp * G.s_stride;
+    const int64_t begin = G.row_begin[grp];
+    const int count = G.row_count[grp];
+    const float factor = p.out_scale * (G.group_scale ? G.group_scale[grp] : 1.0f);
+    for (int c = 0; c < count; c += MT) { // groups larger than the bucket: one pass per MT rows
+        DecodeRows rows = {begin + c, count - c < MT ? count - c : MT, G.row_token, factor};
+        decode_tile<FMT, ACT, MT>(p, w, ws, rows, red);
     }
 }
 
 int linear_decode_mt(int64_t M) {
-    int mt = 1;
+    int mt = 8;
     while (mt < M) mt *= 2;
     return mt;
 }
 
-template <int FMT>
-static int rows_per_cta_for(int mt) {
-    switch (mt) {
-    case 1: return DecodeShape<FMT, 1>::kRowsPerCta;
-    case 2: return DecodeShape<FMT, 2>::kRowsPerCta;
-    case 4: return DecodeShape<FMT, 4>::kRowsPerCta;
-    case 8: return DecodeShape<FMT, 8>::kRowsPerCta;
-    case 16: return DecodeShape<FMT, 16>::kRowsPerCta;
-    case 32: return DecodeShape<FMT, 32>::kRowsPerCta;
-    default: return DecodeShape<FMT, 64>::kRowsPerCta;
-    }
-}
-
-template <int FMT>
-static int k_step_for(int mt) {
-    switch (mt) {
-    case 1: return DecodeShape<FMT, 1>::kStep;
-    case 2: return DecodeShape<FMT, 2>::kStep;
-    case 4: return DecodeShape<FMT, 4>::kStep;
-    case 8: return DecodeShape<FMT, 8>::kStep;
-    case 16: return DecodeShape<FMT, 16>::kStep;
-    case 32: return DecodeShape<FMT, 32>::kStep;
-    default: return DecodeShape<FMT, 64>::kStep;
-    }
-}
-
 int linear_decode_rows_per_cta(int fmt, int mt) {
-    return fmt == LIN_NVFP4 ? rows_per_cta_for<LIN_NVFP4>(mt)
-         : fmt == LIN_MXFP4 ? rows_per_cta_for<LIN_MXFP4>(mt)
-                            : rows_per_cta_for<LIN_FP8>(mt);
+    (void)fmt;
+    return mt >= 32 ? 16 : 32; // DecodeShape::kRowsPerCta
 }
 
 int linear_decode_k_step(int fmt, int mt) {
-    return fmt == LIN_NVFP4 ? k_step_for<LIN_NVFP4>(mt) : fmt == LIN_MXFP4 ? k_step_for<LIN_MXFP4>(mt) : k_step_for<LIN_FP8>(mt);
+    (void)mt;
+    return fmt == LIN_FP8 ? 64 : 128; // DecodeShape::kStep
 }
+
+int linear_decode_warps(void) { return DECODE_WARPS; }
 
 template <int FMT, int ACT, int MT>
 static dsv4_status launch_mt(const LinearParams &p, int splits, cudaStream_t s) {
     using S = DecodeShape<FMT, MT>;
-    const dim3 grid((unsigned)((p.N + S::kRowsPerCta - 1) / S::kRowsPerCta), (unsigned)splits);
+    static_assert(S::kRowsPerCta == (MT >= 32 ? 16 : 32) && S::kStep == (FMT == LIN_FP8 ? 64 : 128),
+                  "linear_decode_rows_per_cta / linear_decode_k_step");
+    const unsigned gz = p.grouped ? (unsigned)p.grp.max_active : 1u;
+    if (gz == 0) return DSV4_OK;
+    const dim3 grid((unsigned)((p.N + S::kRowsPerCta - 1) / S::kRowsPerCta), (unsigned)splits, gz);
     linear_decode<FMT, ACT, MT><<<grid, DECODE_THREADS, 0, s>>>(p);
     DSV4_CUDA_LAUNCHED("linear_decode launch");
     return DSV4_OK;
@@ -259,9 +369,6 @@ static dsv4_status launch_mt(const LinearParams &p, int splits, cudaStream_t s) 
 template <int FMT, int ACT>
 static dsv4_status launch_act(const LinearParams &p, int splits, cudaStream_t s) {
     switch (linear_decode_mt(p.M)) {
-    case 1: return launch_mt<FMT, ACT, 1>(p, splits, s);
-    case 2: return launch_mt<FMT, ACT, 2>(p, splits, s);
-    case 4: return launch_mt<FMT, ACT, 4>(p, splits, s);
     case 8: return launch_mt<FMT, ACT, 8>(p, splits, s);
     case 16: return launch_mt<FMT, ACT, 16>(p, splits, s);
     case 32: return launch_mt<FMT, ACT, 32>(p, splits, s);
@@ -276,6 +383,7 @@ static dsv4_status launch_fmt(int act, const LinearParams &p, int splits, cudaSt
 }
 
 dsv4_status linear_decode_launch(int fmt, int act, const LinearParams &p, int splits, cudaStream_t s) {
+    if (p.grouped && splits != 1) return dsv4_fail(DSV4_ERR_INTERNAL, "linear_decode: grouped mode has no split-K");
     switch (fmt) {
     case LIN_NVFP4: return launch_fmt<LIN_NVFP4>(act, p, splits, s);
     case LIN_MXFP4: return launch_fmt<LIN_MXFP4>(act, p, splits, s);

@@ -3,6 +3,7 @@
 // templated on, and exact scalar decoders for e2m1, e4m3 and ue8m0.
 #pragma once
 
+#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -100,3 +101,6 @@ int linear_decode_k_step(int fmt, int mt);
 dsv4_status linear_decode_launch(int fmt, int act, const LinearParams &p, int splits, cudaStream_t s);
 dsv4_status linear_prefill_launch(int fmt, int act, const LinearParams &p, cudaStream_t s);
 dsv4_status linear_prefill_init(void);
+// Large M, BF16 activations: expand W to BF16 in `workspace` (2·N·K bytes), then cuBLAS.
+dsv4_status linear_dequant_gemm_launch(int fmt, const LinearParams &p, void *workspace, cublasHandle_t cublas,
+                                       cudaStream_t s);
