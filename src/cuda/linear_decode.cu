@@ -80,22 +80,30 @@ struct RawChunk {
     uint32_t s; // NVFP4: the two e4m3 scale bytes (low byte first); MXFP4: the ue8m0 byte
 };
 
+// The lane's rows: payload and scale row pointers, NULL past N (the chunk is then zeros).
+struct RowPtrs {
+    const uint8_t *q, *s;
+};
+
 template <int FMT>
-__device__ __forceinline__ RawChunk load_w_chunk(const uint8_t *w, const uint8_t *ws, int64_t K, int64_t row, int64_t N,
-                                                 int64_t k, int64_t k_end) {
+__device__ __forceinline__ RowPtrs row_ptrs(const uint8_t *w, const uint8_t *ws, int64_t K, int64_t row, int64_t N) {
+    RowPtrs r = {nullptr, nullptr};
+    if (row >= N) return r;
+    r.q = w + row * (FMT == LIN_FP8 ? K : K / 2);
+    r.s = FMT == LIN_NVFP4 ? ws + row * (K / 16) : FMT == LIN_MXFP4 ? ws + row * (K / 32) : nullptr;
+    return r;
+}
+
+// One chunk at element offset k of a row (zeros for a missing row or k past the range).
+template <int FMT>
+__device__ __forceinline__ RawChunk load_w_chunk(const RowPtrs &rp, int64_t k, bool in_range) {
     RawChunk r;
     r.q = make_uint4(0, 0, 0, 0);
     r.s = 0;
-    if (row >= N || k >= k_end) return r;
-    if (FMT == LIN_FP8) {
-        r.q = ld_stream16(w + row * K + k);
-    } else {
-        r.q = ld_stream16(w + row * (K / 2) + k / 2);
-        if (FMT == LIN_NVFP4)
-            r.s = __ldg(reinterpret_cast<const uint16_t *>(ws + row * (K / 16) + k / 16));
-        else
-            r.s = __ldg(ws + row * (K / 32) + k / 32);
-    }
+    if (!rp.q || !in_range) return r;
+    r.q = ld_stream16(rp.q + (FMT == LIN_FP8 ? k : k / 2));
+    if (FMT == LIN_NVFP4) r.s = __ldg(reinterpret_cast<const uint16_t *>(rp.s + k / 16));
+    if (FMT == LIN_MXFP4) r.s = __ldg(rp.s + k / 32);
     return r;
 }
 
@@ -104,11 +112,11 @@ template <int FMT>
 __device__ __forceinline__ void expand_w_chunk(const RawChunk &r, uint32_t out[]) {
     const uint32_t words[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
     if (FMT == LIN_NVFP4) {
-        const uint32_t c0 = nvfp4_scale_c(r.s & 0xffu), c1 = nvfp4_scale_c(r.s >> 8);
+        const uint32_t c0 = e4m3_scale_c(r.s, 0x4040), c1 = e4m3_scale_c(r.s, 0x4141);
 #pragma unroll
         for (int w = 0; w < 4; w++) e2m1x8_pairs(words[w], w < 2 ? c0 : c1, out + 4 * w);
     } else if (FMT == LIN_MXFP4) {
-        const uint32_t two126 = bf16x2_splat(0x1p126f), c = bf16x2_splat(ue8m0_to_f32(r.s));
+        const uint32_t two126 = BF16X2_2P126, c = ue8m0_c(r.s);
 #pragma unroll
         for (int w = 0; w < 4; w++) {
             e2m1x8_pairs(words[w], two126, out + 4 * w);
@@ -116,9 +124,8 @@ __device__ __forceinline__ void expand_w_chunk(const RawChunk &r, uint32_t out[]
             for (int i = 0; i < 4; i++) out[4 * w + i] = bf16x2_mul(out[4 * w + i], c);
         }
     } else {
-        const uint32_t c = bf16x2_splat(0x1p111f);
 #pragma unroll
-        for (int w = 0; w < 4; w++) e4m3x4_pairs(words[w], c, out + 2 * w);
+        for (int w = 0; w < 4; w++) e4m3x4_pairs(words[w], BF16X2_2P111, out + 2 * w);
     }
 }
 
@@ -152,7 +159,7 @@ __device__ __forceinline__ void load_act_chunk(const LinearParams &p, int64_t xr
         if (FMT == LIN_FP8) {
             // 16 elements: expand to (i, i+4) pairs, back to natural order, then fp8 pairing
             const uint2 u = __ldg(reinterpret_cast<const uint2 *>(q));
-            const uint32_t c = nvfp4_scale_c(__ldg(s));
+            const uint32_t c = e4m3_scale_c(__ldg(s), 0x4040);
             uint32_t pr[8], nat[8];
             e2m1x8_pairs(u.x, c, pr);
             e2m1x8_pairs(u.y, c, pr + 4);
@@ -168,7 +175,7 @@ __device__ __forceinline__ void load_act_chunk(const LinearParams &p, int64_t xr
             // 32 elements in the same nibble layout as the weight chunk: same pairing directly
             const uint4 u = __ldg(reinterpret_cast<const uint4 *>(q));
             const uint16_t s2 = __ldg(reinterpret_cast<const uint16_t *>(s));
-            const uint32_t c0 = nvfp4_scale_c(s2 & 0xffu), c1 = nvfp4_scale_c(s2 >> 8);
+            const uint32_t c0 = e4m3_scale_c(s2, 0x4040), c1 = e4m3_scale_c(s2, 0x4141);
             e2m1x8_pairs(u.x, c0, out);
             e2m1x8_pairs(u.y, c0, out + 4);
             e2m1x8_pairs(u.z, c1, out + 8);
@@ -221,14 +228,20 @@ __device__ void decode_tile(const LinearParams &p, const uint8_t *w, const uint8
 #pragma unroll
             for (int i = 0; i < 4; i++) acc[r][nt][i] = 0.0f;
 
+    RowPtrs rp[S::kR][2];
+#pragma unroll
+    for (int r = 0; r < S::kR; r++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) rp[r][h] = row_ptrs<FMT>(w, ws, p.K, row_base + 16 * r + g + 8 * h, p.N);
+
     RawChunk cur[S::kR][2], nxt[S::kR][2];
     auto load_step = [&](int64_t s, RawChunk (&dst)[S::kR][2]) {
         const int64_t k = k_begin + s * S::kStep + t * S::kElems;
+        const bool in_range = s < n_steps && k < k_end;
 #pragma unroll
         for (int r = 0; r < S::kR; r++)
 #pragma unroll
-            for (int h = 0; h < 2; h++)
-                dst[r][h] = load_w_chunk<FMT>(w, ws, p.K, row_base + 16 * r + g + 8 * h, p.N, s < n_steps ? k : k_end, k_end);
+            for (int h = 0; h < 2; h++) dst[r][h] = load_w_chunk<FMT>(rp[r][h], k, in_range);
     };
 
     int64_t s = warp;

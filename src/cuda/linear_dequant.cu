@@ -24,11 +24,11 @@ __global__ void __launch_bounds__(EXPAND_THREADS) linear_expand_bf16(const Linea
         if (FMT == LIN_FP8) {
             const uint4 q = __ldg(reinterpret_cast<const uint4 *>(p.w + n * p.K + k));
             const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-            const uint32_t blk = bf16x2_splat(ue8m0_to_f32(__ldg(p.w_scale + (n / 128) * ((p.K + 127) / 128) + k / 128)));
+            const uint32_t blk = ue8m0_c(__ldg(p.w_scale + (n / 128) * ((p.K + 127) / 128) + k / 128));
 #pragma unroll
             for (int w = 0; w < 4; w++) {
                 uint32_t pr[2];
-                e4m3x4_pairs(words[w], bf16x2_splat(0x1p111f), pr); // (0, 2), (1, 3)
+                e4m3x4_pairs(words[w], BF16X2_2P111, pr); // (0, 2), (1, 3)
                 nat[2 * w + 0] = bf16x2_mul(__byte_perm(pr[0], pr[1], 0x5410), blk);
                 nat[2 * w + 1] = bf16x2_mul(__byte_perm(pr[0], pr[1], 0x7632), blk);
             }
@@ -38,11 +38,11 @@ __global__ void __launch_bounds__(EXPAND_THREADS) linear_expand_bf16(const Linea
             uint32_t c0, c1, post = 0;
             if (FMT == LIN_NVFP4) {
                 const uint16_t s2 = __ldg(reinterpret_cast<const uint16_t *>(p.w_scale + n * (p.K / 16) + k / 16));
-                c0 = nvfp4_scale_c(s2 & 0xffu);
-                c1 = nvfp4_scale_c(s2 >> 8);
+                c0 = e4m3_scale_c(s2, 0x4040);
+                c1 = e4m3_scale_c(s2, 0x4141);
             } else {
-                c0 = c1 = bf16x2_splat(0x1p126f);
-                post = bf16x2_splat(ue8m0_to_f32(__ldg(p.w_scale + n * (p.K / 32) + k / 32)));
+                c0 = c1 = BF16X2_2P126;
+                post = ue8m0_c(__ldg(p.w_scale + n * (p.K / 32) + k / 32));
             }
 #pragma unroll
             for (int w = 0; w < 4; w++) {

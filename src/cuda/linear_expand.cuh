@@ -18,12 +18,15 @@ __device__ __forceinline__ uint32_t bf16x2_splat(float v) {
 }
 
 // 8 packed e2m1 (nibble i = element i) -> pairs (i, i+4), i = 0..3, each e2m1 · 2^-126 · c.
+// Nibble i's magnitude goes to bits 6..8 and its sign to bit 15 of the low half, nibble i+4's
+// to the same bits of the high half; the shifts are compile-time constants (left shifts can
+// issue as IMAD on the FMA pipe, leaving the integer pipe to the masks).
 __device__ __forceinline__ void e2m1x8_pairs(uint32_t q, uint32_t c, uint32_t out[4]) {
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        const uint32_t t = q >> (4 * i);
-        const uint32_t bits = ((t << 6) & 0x01C001C0u) | ((t << 12) & 0x80008000u);
-        out[i] = bf16x2_mul(bits, c);
+        const uint32_t mag = i <= 1 ? q << (6 - 4 * i) : q >> (4 * i - 6);
+        const uint32_t sgn = q << (12 - 4 * i);
+        out[i] = bf16x2_mul((mag & 0x01C001C0u) | (sgn & 0x80008000u), c);
     }
 }
 
@@ -57,7 +60,26 @@ __device__ __forceinline__ void pair_natural(const uint32_t nat[], uint32_t out[
     }
 }
 
-// The e4m3 block scale as the BF16 multiplier c = scale · 2^117 (exact: at most 4
-// significant bits, 2^108 .. 448 · 2^117 < 2^127).
-__device__ __forceinline__ uint32_t nvfp4_scale_c(uint32_t s) { return bf16x2_splat(e4m3_to_f32(s) * 0x1p117f); }
+// BF16 pairs of powers of two (bit patterns: biased exponent << 7, in both halves).
+#define BF16X2_2P126 0x7E807E80u
+#define BF16X2_2P120 0x7B807B80u
+#define BF16X2_2P117 0x7A007A00u
+#define BF16X2_2P111 0x77007700u
+
+// An e4m3 block scale as the BF16 multiplier c = scale · 2^117 in both halves (exact: at most
+// 4 significant bits, 2^108 .. 448 · 2^117 < 2^127). `sel` picks the scale byte of s2:
+// 0x4040 byte 0, 0x4141 byte 1. Integer and BF16 operations only (no conversion
+// instructions, which run at a quarter of the integer rate): the 7 magnitude bits at BF16
+// bits 4..10 are e4m3 · 2^-120 (a BF16 subnormal for e4m3 subnormals), and two exact
+// multiplies bring it to scale · 2^117. The NaN code 0x7f decodes as 480 here; the loader
+// rejects NaN block scales.
+__device__ __forceinline__ uint32_t e4m3_scale_c(uint32_t s2, uint32_t sel) {
+    const uint32_t t = __byte_perm(s2, 0u, sel); // [b, 0, b, 0]
+    const uint32_t bits = ((t & 0x007F007Fu) << 4) | ((t & 0x00800080u) << 8);
+    return bf16x2_mul(bf16x2_mul(bits, BF16X2_2P120), BF16X2_2P117);
+}
+
+// A ue8m0 block scale 2^(e-127) as a BF16 pair (exact for e = 1..254; e = 0 gives 0 and 255
+// infinity here, the loader rejects 255).
+__device__ __forceinline__ uint32_t ue8m0_c(uint32_t e) { return (e << 7) | (e << 23); }
 
