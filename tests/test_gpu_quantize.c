@@ -143,6 +143,56 @@ TEST(gpu_codecs_match_cpu_bit_for_bit) {
     }
 }
 
+/* The kernels' division-free 16-block quantizer against the division form (itself checked
+ * against the CPU reference above): random blocks, exact e2m1 midpoints (|x*g| == tau*sf)
+ * and their fp32 neighbours, negative/NaN/Inf/zero scales, subnormals and huge values. */
+TEST(gpu_quant_group16_fast_matches_division_form) {
+    static const float taus[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+    uint64_t rng = 41;
+    long n = 0;
+    for (int it = 0; it < 400000; it++) {
+        float v[16], g;
+        int kind = it % 8;
+        g = (float)exp(test_rand_normal(&rng) * 6.0);
+        if (kind == 1) g = ldexpf(1.0f, (int)(test_rand_u64(&rng) % 40) - 20); /* x*g exact */
+        if (kind == 2) g = -g;
+        if (it % 997 == 0) g = NAN;
+        if (it % 991 == 0) g = INFINITY;
+        if (it % 983 == 0) g = 0.0f;
+        fill_normal(v, 16, (float)exp(test_rand_normal(&rng) * 8.0), &rng);
+        if (kind == 3 || kind == 4) {
+            /* put elements on the midpoints tau*sf/g of this block's scale, and 1-2 ulps off */
+            float amax = 0;
+            for (int i = 0; i < 16; i++) amax = fmaxf(amax, fabsf(v[i]));
+            float sf = dsv4_cuda_host_e4m3_decode(dsv4_cuda_host_e4m3_encode(g * amax / 6.0f));
+            for (int i = 0; i < 16; i++) {
+                if (test_rand_u64(&rng) % 4 == 0) continue;
+                float t = taus[test_rand_u64(&rng) % 7] * sf / g;
+                if (!(fabsf(t) <= amax)) continue; /* keep amax (and so sf) unchanged */
+                int d = (int)(test_rand_u64(&rng) % 5) - 2;
+                uint32_t u = f2u(t);
+                v[i] = u2f(u + (uint32_t)d) * ((test_rand_u64(&rng) & 1) ? -1.0f : 1.0f);
+                if (!(fabsf(v[i]) <= amax)) v[i] = t;
+            }
+        }
+        if (kind == 5) for (int i = 0; i < 16; i++) v[i] = u2f((uint32_t)test_rand_u64(&rng)); /* any bits */
+        if (kind == 6) for (int i = 0; i < 16; i++) v[i] = u2f((uint32_t)(test_rand_u64(&rng) & 0x807fffffu)); /* subnormals */
+        if (it % 7 == 0) v[it % 16] = 0.0f;
+        if (it % 9 == 0) v[(it + 1) % 16] = -0.0f;
+        if (it % 11 == 0) memset(v, 0, sizeof v);
+        if (it % 13 == 0) v[it % 16] = NAN;
+        if (it % 17 == 0) v[(it + 3) % 16] = -INFINITY;
+        if (it % 19 == 0) v[(it + 5) % 16] = 3.0e38f;
+        uint8_t pa[8], pb[8];
+        uint8_t sa = dsv4_cuda_host_quant_group16(v, g, pa), sb = dsv4_cuda_host_quant_group16_fast(v, g, pb);
+        CHECK_MSG(sa == sb && memcmp(pa, pb, 8) == 0, "block %d (kind %d, g %a): scale 0x%02x vs 0x%02x, payload %s", it,
+                  kind, (double)g, sa, sb, memcmp(pa, pb, 8) ? "differs" : "same");
+        if (sa != sb || memcmp(pa, pb, 8)) break;
+        n++;
+    }
+    CHECK(n == 400000);
+}
+
 /* ---------------------------------------------------------------- kernels */
 
 typedef struct qjob {

@@ -1,14 +1,21 @@
 // Fused mHC kernels (header: mhc.h; CPU reference: src/cpu/mhc.c).
 //
-// hc_pre, launch 1 (k_hc_mix_partial): the hc*D values of a token are split into n_chunks
-// chunks; block (chunk, token tile) reads its slice of X for TT tokens and of all
-// (2+hc)*hc rows of fn, and writes per-token partial sums of x^2 and of x*fn[j] to the
-// workspace. Splitting along hc*D is what spreads the fn read (1.5 MB at V4-Flash shapes,
-// the dominant bytes of a decode step's mHC) over the whole GPU when T is 1.
-// hc_pre, launch 2 (k_hc_pre_finish, one block per token): adds the partials in chunk order
-// (deterministic), applies the RMS factor, one thread does the sigmoids and Sinkhorn (16
-// values for hc = 4: cheaper than any parallel scheme), then the block collapses the streams
-// into shared memory, reduces the sum of squares and emits the weighted RMSNorm (+ NVFP4).
+// hc_pre, launch 1: the projection mix = x . fn^T and the sum of squares, as per-(token,
+// chunk) partial sums over n_chunks slices of hc*D, written to the workspace as
+// partial[(t * NV + v) * n_chunks + chunk] (v < NMIX: x.fn[v]; v = NMIX: sum x^2).
+//   - T <= SMALL_T (decode), k_hc_mix_partial: threads run along hc*D, one value each, so
+//     the 1.5 MB fn read spreads over ceil(hc*D / 128) blocks per 4-token tile (128 blocks
+//     at hc 4, D 4096): every SM streams its slice of fn at once.
+//   - larger T (prefill), k_hc_mix_tokens: a lane per token, 256 tokens per block; the
+//     block stages 256-wide slices of fn in shared memory and each lane reads them as
+//     warp-uniform 16-byte broadcasts, so fn is read from L2 once per 256 tokens (not once
+//     per 4 as the decode kernel would) and each fn value feeds 32 FMAs per load.
+// hc_pre, launch 2 (k_hc_pre_finish, one block per token): each warp adds the partials of
+// some of the NV values (lanes over chunks, then a shuffle tree: a fixed order, so the
+// result repeats bit for bit), applies the RMS factor, one thread does the sigmoids and
+// Sinkhorn (16 values for hc = 4: cheaper than any parallel scheme), then the block
+// collapses the streams into shared memory (loads batched 4 deep so a thread has 4*hc in
+// flight), reduces the sum of squares and emits the weighted RMSNorm (+ NVFP4).
 // hc_post: one thread per (token, element), all hc output streams.
 #include <limits.h>
 
@@ -17,17 +24,36 @@
 #include "cuda/nvfp4.cuh"
 
 #define MIX_THREADS 128 // 4 warps; the partial reduction below assumes it
-#define MIX_TT 4        // tokens per block of the projection kernel
+#define MIX_TT 4        // tokens per block of the decode projection kernel
+#define SMALL_T 16      // up to this many tokens take the decode projection kernel
+#define TOK_THREADS 256 // prefill projection kernel: a lane per token
+#define TOK_KS 256      // fn columns staged in shared memory per step
 #define FINISH_THREADS 256
 #define POST_THREADS 256
 #define MAX_HC 4
 
-static int hc_chunks(int64_t n, int T) {
-    // Aim for ~4 blocks per SM of a 132-SM H100 in total; at least 128 values per chunk.
-    int64_t tiles = (T + MIX_TT - 1) / MIX_TT, max_chunks = (n + MIX_THREADS - 1) / MIX_THREADS;
-    int64_t c = (528 + tiles - 1) / tiles;
-    if (c > max_chunks) c = max_chunks;
-    return c < 1 ? 1 : (int)c;
+// Element i of an F32/BF16 array through the read-only path (the caller guarantees the
+// array is not written during the kernel), so loads can be hoisted above stores.
+__device__ __forceinline__ float ldg_elem(const void *p, int dtype, int64_t i) {
+    if (dtype == DT_F32) return __ldg((const float *)p + i);
+    return bf16_decode(__ldg((const unsigned short *)p + i));
+}
+
+// Number of chunks of the n = hc*D columns; *per_chunk: columns per chunk (the last may be
+// shorter, none is empty).
+static int hc_chunks(int64_t n, int T, int *per_chunk) {
+    if (T <= SMALL_T) { // one value per thread
+        if (per_chunk) *per_chunk = MIX_THREADS;
+        return (int)((n + MIX_THREADS - 1) / MIX_THREADS);
+    }
+    // prefill: whole TOK_KS slices per chunk, enough blocks for ~2 per SM of a 132-SM H100
+    int64_t tiles = (T + TOK_THREADS - 1) / TOK_THREADS, slices = (n + TOK_KS - 1) / TOK_KS;
+    int64_t c = (264 + tiles - 1) / tiles;
+    if (c > slices) c = slices;
+    if (c < 1) c = 1;
+    int64_t per = (slices + c - 1) / c; // slices per chunk
+    if (per_chunk) *per_chunk = (int)(per * TOK_KS);
+    return (int)((slices + per - 1) / per);
 }
 
 template <int HC>
@@ -36,7 +62,7 @@ __global__ void __launch_bounds__(MIX_THREADS) k_hc_mix_partial(const void *X, i
                                                                  float *partial) {
     constexpr int NMIX = (2 + HC) * HC, NV = NMIX + 1; // NV-th value: sum of squares
     __shared__ float red[MIX_TT * NV][MIX_THREADS / 32];
-    const int t0 = blockIdx.y * MIX_TT;
+    const int t0 = blockIdx.y * MIX_TT, nt = min(MIX_TT, T - t0);
     const int k0 = blockIdx.x * chunk, k1 = min(n, k0 + chunk);
     float acc[MIX_TT][NV];
 #pragma unroll
@@ -44,22 +70,23 @@ __global__ void __launch_bounds__(MIX_THREADS) k_hc_mix_partial(const void *X, i
 #pragma unroll
         for (int v = 0; v < NV; v++) acc[t][v] = 0.0f;
     for (int k = k0 + threadIdx.x; k < k1; k += MIX_THREADS) {
-        float xv[MIX_TT];
+        float xv[MIX_TT], f[NMIX];
+#pragma unroll
+        for (int j = 0; j < NMIX; j++) f[j] = __ldg(fn + (int64_t)j * n + k); // all in flight at once
 #pragma unroll
         for (int t = 0; t < MIX_TT; t++) {
-            xv[t] = t0 + t < T ? load_elem(X, x_dtype, (int64_t)(t0 + t) * n + k) : 0.0f;
-            acc[t][NMIX] = f_add(acc[t][NMIX], f_mul(xv[t], xv[t]));
+            xv[t] = t < nt ? ldg_elem(X, x_dtype, (int64_t)(t0 + t) * n + k) : 0.0f;
+            acc[t][NMIX] = fmaf(xv[t], xv[t], acc[t][NMIX]);
         }
 #pragma unroll
-        for (int j = 0; j < NMIX; j++) {
-            float f = fn[(int64_t)j * n + k];
+        for (int j = 0; j < NMIX; j++)
 #pragma unroll
-            for (int t = 0; t < MIX_TT; t++) acc[t][j] = f_add(acc[t][j], f_mul(xv[t], f));
-        }
+            for (int t = 0; t < MIX_TT; t++) acc[t][j] = fmaf(xv[t], f[j], acc[t][j]);
     }
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 #pragma unroll
-    for (int t = 0; t < MIX_TT; t++)
+    for (int t = 0; t < MIX_TT; t++) {
+        if (t >= nt) break; // uniform: no shuffles for the padding tokens of the last tile
 #pragma unroll
         for (int v = 0; v < NV; v++) {
             float s = acc[t][v];
@@ -67,14 +94,59 @@ __global__ void __launch_bounds__(MIX_THREADS) k_hc_mix_partial(const void *X, i
             for (int o = 16; o > 0; o >>= 1) s = f_add(s, __shfl_xor_sync(0xffffffffu, s, o));
             if (lane == 0) red[t * NV + v][warp] = s;
         }
+    }
     __syncthreads();
-    for (int i = threadIdx.x; i < MIX_TT * NV; i += MIX_THREADS) {
-        int t = i / NV, v = i % NV;
-        if (t0 + t < T) {
-            float s = f_add(f_add(red[i][0], red[i][1]), f_add(red[i][2], red[i][3]));
-            partial[((int64_t)(t0 + t) * n_chunks + blockIdx.x) * NV + v] = s;
+    for (int i = threadIdx.x; i < nt * NV; i += MIX_THREADS) {
+        int t = i / NV, v = i - t * NV;
+        float s = f_add(f_add(red[i][0], red[i][1]), f_add(red[i][2], red[i][3]));
+        partial[((int64_t)(t0 + t) * NV + v) * n_chunks + blockIdx.x] = s;
+    }
+}
+
+// Prefill projection: block (chunk, tile) covers tokens tile*256 + [0, 256) (a lane each)
+// and columns [chunk * per_chunk, +per_chunk) of hc*D in TOK_KS-wide steps.
+template <int HC>
+__global__ void __launch_bounds__(TOK_THREADS) k_hc_mix_tokens(const void *X, int x_dtype, int T, int n,
+                                                                const float *fn, int n_chunks, int per_chunk,
+                                                                float *partial) {
+    constexpr int NMIX = (2 + HC) * HC, NV = NMIX + 1;
+    __shared__ __align__(16) float fs[NMIX][TOK_KS];
+    const int t = blockIdx.y * TOK_THREADS + threadIdx.x;
+    const bool live = t < T;
+    const int k_begin = blockIdx.x * per_chunk, k_end = min(n, k_begin + per_chunk);
+    float acc[NV];
+#pragma unroll
+    for (int v = 0; v < NV; v++) acc[v] = 0.0f;
+    const int64_t xrow = (int64_t)(live ? t : 0) * n;
+    for (int ks = k_begin; ks < k_end; ks += TOK_KS) {
+        const int w = min(TOK_KS, k_end - ks);
+        __syncthreads(); // the previous step's readers are done with fs
+        for (int i = threadIdx.x; i < NMIX * TOK_KS; i += TOK_THREADS) {
+            int j = i / TOK_KS, kk = i - j * TOK_KS; // TOK_KS is a power of two: shifts
+            fs[j][kk] = kk < w ? __ldg(fn + (int64_t)j * n + ks + kk) : 0.0f;
+        }
+        __syncthreads();
+        if (live) {
+            for (int kk = 0; kk < w; kk += 4) {
+                float xv[4];
+#pragma unroll
+                for (int u = 0; u < 4; u++) xv[u] = kk + u < w ? ldg_elem(X, x_dtype, xrow + ks + kk + u) : 0.0f;
+#pragma unroll
+                for (int u = 0; u < 4; u++) acc[NMIX] = fmaf(xv[u], xv[u], acc[NMIX]);
+#pragma unroll
+                for (int j = 0; j < NMIX; j++) {
+                    float4 f = *(const float4 *)&fs[j][kk]; // same address in the warp: broadcast
+                    acc[j] = fmaf(xv[0], f.x, acc[j]);
+                    acc[j] = fmaf(xv[1], f.y, acc[j]);
+                    acc[j] = fmaf(xv[2], f.z, acc[j]);
+                    acc[j] = fmaf(xv[3], f.w, acc[j]);
+                }
+            }
         }
     }
+    if (live)
+#pragma unroll
+        for (int v = 0; v < NV; v++) partial[((int64_t)t * NV + v) * n_chunks + blockIdx.x] = acc[v];
 }
 
 __device__ __forceinline__ float sigmoid_ref(float x) { return f_div(1.0f, f_add(1.0f, expf(-x))); }
@@ -141,11 +213,16 @@ __global__ void __launch_bounds__(FINISH_THREADS) k_hc_pre_finish(hc_finish_args
         nvfp4_zero_pad(&a.q, t, a.D / 16, 1);
         return;
     }
-    if (threadIdx.x < NV) {
-        float s = 0.0f;
-        const float *p = a.partial + (int64_t)t * a.n_chunks * NV + threadIdx.x;
-        for (int c = 0; c < a.n_chunks; c++) s = f_add(s, p[(int64_t)c * NV]);
-        sums[threadIdx.x] = s;
+    { // warp w adds values w, w + nwarps, ...: lanes stride the chunks, then a fixed tree
+        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+        for (int v = warp; v < NV; v += nw) {
+            const float *p = a.partial + ((int64_t)t * NV + v) * a.n_chunks;
+            float s = 0.0f;
+            for (int c = lane; c < a.n_chunks; c += 32) s = f_add(s, p[c]);
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) s = f_add(s, __shfl_xor_sync(0xffffffffu, s, o));
+            if (lane == 0) sums[v] = s;
+        }
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -168,14 +245,26 @@ __global__ void __launch_bounds__(FINISH_THREADS) k_hc_pre_finish(hc_finish_args
     }
     __syncthreads();
     float ss = 0.0f;
-    for (int e = threadIdx.x; e < a.D; e += blockDim.x) {
-        float acc = 0.0f; // the CPU's order: streams 0..hc-1 from 0
+    const int64_t xbase = (int64_t)t * HC * a.D;
+    for (int e0 = threadIdx.x; e0 < a.D; e0 += 4 * FINISH_THREADS) {
+        float xv[4][HC]; // 4*HC independent loads before any store
 #pragma unroll
-        for (int j = 0; j < HC; j++)
-            acc = f_add(acc, f_mul(pre_s[j], load_elem(a.X, a.x_dtype, ((int64_t)t * HC + j) * a.D + e)));
-        xs[e] = acc;
-        if (a.x_out) a.x_out[(int64_t)t * a.D + e] = acc;
-        ss = f_add(ss, f_mul(acc, acc));
+        for (int u = 0; u < 4; u++) {
+            const int e = e0 + u * FINISH_THREADS;
+#pragma unroll
+            for (int j = 0; j < HC; j++) xv[u][j] = e < a.D ? ldg_elem(a.X, a.x_dtype, xbase + (int64_t)j * a.D + e) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int e = e0 + u * FINISH_THREADS;
+            if (e >= a.D) break;
+            float acc = 0.0f; // the CPU's order: streams 0..hc-1 from 0
+#pragma unroll
+            for (int j = 0; j < HC; j++) acc = f_add(acc, f_mul(pre_s[j], xv[u][j]));
+            xs[e] = acc;
+            if (a.x_out) a.x_out[(int64_t)t * a.D + e] = acc;
+            ss = f_add(ss, f_mul(acc, acc));
+        }
     }
     if (!a.y && !a.q.q) return; // uniform across the block: only the collapse was asked for
     ss = block_reduce(ss, sh, 0); // its barriers also publish xs
@@ -229,16 +318,23 @@ static dsv4_status check_hc_dims(const char *op, const dsv4_cuda_hc_dims *d, int
 extern "C" size_t dsv4_cuda_hc_pre_workspace_bytes(const dsv4_cuda_hc_dims *d, int T) {
     if (!d || T <= 0 || d->hc < 1 || d->dim <= 0) return 0;
     int nv = (2 + d->hc) * d->hc + 1;
-    return (size_t)T * (size_t)hc_chunks((int64_t)d->hc * d->dim, T) * (size_t)nv * sizeof(float);
+    return (size_t)T * (size_t)hc_chunks((int64_t)d->hc * d->dim, T, NULL) * (size_t)nv * sizeof(float); // partials
 }
 
 template <int HC>
 static dsv4_status launch_pre(cudaStream_t stream, const dsv4_cuda_hc_dims *d, int T, const dsv4_cuda_hc_pre_args *a,
                               const nvfp4_dst *q) {
-    const int n = HC * d->dim, n_chunks = hc_chunks(n, T), chunk = (n + n_chunks - 1) / n_chunks;
-    dim3 grid1((unsigned)n_chunks, (unsigned)((T + MIX_TT - 1) / MIX_TT));
-    k_hc_mix_partial<HC><<<grid1, MIX_THREADS, 0, stream>>>(a->X, (int)a->x_dtype, T, n, a->fn, n_chunks, chunk,
-                                                            (float *)a->workspace);
+    int per_chunk;
+    const int n = HC * d->dim, n_chunks = hc_chunks(n, T, &per_chunk);
+    if (T <= SMALL_T) {
+        dim3 grid1((unsigned)n_chunks, (unsigned)((T + MIX_TT - 1) / MIX_TT));
+        k_hc_mix_partial<HC><<<grid1, MIX_THREADS, 0, stream>>>(a->X, (int)a->x_dtype, T, n, a->fn, n_chunks,
+                                                                MIX_THREADS, (float *)a->workspace);
+    } else {
+        dim3 grid1((unsigned)n_chunks, (unsigned)((T + TOK_THREADS - 1) / TOK_THREADS));
+        k_hc_mix_tokens<HC><<<grid1, TOK_THREADS, 0, stream>>>(a->X, (int)a->x_dtype, T, n, a->fn, n_chunks,
+                                                               per_chunk, (float *)a->workspace);
+    }
     DSV4_CUDA_LAUNCHED("hc_pre: projection kernel");
     hc_finish_args f;
     f.X = a->X, f.x_dtype = (int)a->x_dtype, f.T = T, f.D = d->dim, f.n_chunks = n_chunks;

@@ -164,6 +164,52 @@ DSV4_HD uint32_t nvfp4_quant_group16(const float v[16], float g, uint32_t packed
     return s;
 }
 
+// nvfp4_quant_group16, bit for bit, without a division or a minifloat rounding per element
+// (those made the quantize kernels ALU-bound on Hopper). Why it is exact, for sf finite and
+// nonzero (sf is an e4m3 value: 4 significant bits) and p = x * g (rounded as before):
+//  - e2m1 of q = RN32(p / sf) only depends on where |q| lies against the 7 midpoints
+//    tau = 0.25 0.75 1.25 1.75 2.5 3.5 5 of the e2m1 grid, with ties to the even code
+//    (0.25, 1.25, 2.5, 5 round down; 0.75, 1.75, 3.5 round up) and saturation above 5.
+//  - tau * |sf| has at most 7 significant bits, so it is exact in fp32 (>= 2^-11: normal).
+//  - RN32 is monotone and keeps tau, so |q| > tau iff |p| / |sf| > tau except when
+//    RN32(|p| / |sf|) == tau; that happens only for |p| == tau * |sf| exactly: the fp32
+//    neighbours of tau * |sf| are ulp(p) / |sf| >= ulp(tau) / 2 away after the division
+//    (mantissa of |sf| < 2), and even farther below tau where tau is a power of two.
+//    Hence |q| > tau  <=>  |p| > tau*|sf| (round-down ties) or |p| >= tau*|sf| (round-up).
+//  - a non-negative float orders like its bit pattern, and for t > 0 normal "a >= t" is
+//    "a > t - 1 ulp", so the code is the count of 7 strict unsigned compares (a 3-step
+//    branch-free search below). |p| = Inf counts 7 (q = Inf saturates as well); p NaN
+//    gives code 0; the sign is sign(p) xor sign(sf), the sign of the quotient (-0 -> 0x8).
+//  - sf == 0 or NaN: every code 0, as before (q would be NaN or the branch sets 0).
+// tests/test_gpu_quantize.c compares the host build of this function with the division
+// form over random, tie, boundary and non-finite inputs.
+DSV4_HD uint32_t nvfp4_quant_group16_fast(const float v[16], float g, uint32_t packed[2]) {
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 16; i++) amax = f_max_nan_ignored(amax, f_abs(v[i]));
+    uint32_t s = e4m3_encode(f_div(f_mul(g, amax), 6.0f));
+    float sf = e4m3_decode(s), A = f_abs(sf);
+    packed[0] = packed[1] = 0;
+    if (!(A > 0.0f)) return s; // zero or NaN scale: all payload codes 0
+    // thresholds as bit patterns, ">=" ones lowered by one ulp so every test is ">"
+    const uint32_t t0 = f2u(f_mul(0.25f, A)), t1 = f2u(f_mul(0.75f, A)) - 1u, t2 = f2u(f_mul(1.25f, A));
+    const uint32_t t3 = f2u(f_mul(1.75f, A)) - 1u, t4 = f2u(f_mul(2.5f, A)), t5 = f2u(f_mul(3.5f, A)) - 1u;
+    const uint32_t t6 = f2u(f_mul(5.0f, A));
+    const uint32_t sf_sign = f2u(sf) & 0x80000000u;
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        const uint32_t pu = f2u(f_mul(v[i], g)), a = pu & 0x7fffffffu;
+        const bool hi = a > t3;
+        const bool mid = a > (hi ? t5 : t1);
+        uint32_t c = (hi ? 4u : 0u) + (mid ? 2u : 0u);
+        c += a > (hi ? (mid ? t6 : t4) : (mid ? t2 : t0)) ? 1u : 0u;
+        c |= ((pu ^ sf_sign) >> 28) & 0x8u;
+        c = a > 0x7f800000u ? 0u : c; // NaN
+        packed[i / 8] |= c << (4 * (i % 8));
+    }
+    return s;
+}
+
 // Byte offset of the scale of (row r, k-block c): linear [rows, kb] or 128x4 swizzled.
 DSV4_HD int64_t nvfp4_sf_index(int swizzled, int64_t r, int64_t c, int64_t kb) {
     if (!swizzled) return r * kb + c;
@@ -261,7 +307,7 @@ static __device__ void emit_norm_row(const float *xs, int dim, float inv, const 
     if (!d->q) {
         for (int i = threadIdx.x; i < dim; i += blockDim.x) {
             float v = f_mul(xs[i], inv);
-            store_elem(out, out_dtype, r * dim + i, w ? f_mul(w[i], v) : v);
+            store_elem(out, out_dtype, r * dim + i, w ? f_mul(__ldg(w + i), v) : v);
         }
         return;
     }
@@ -270,7 +316,7 @@ static __device__ void emit_norm_row(const float *xs, int dim, float inv, const 
         float amax = 0.0f;
         for (int i = threadIdx.x; i < dim; i += blockDim.x) {
             float v = f_mul(xs[i], inv);
-            amax = f_max_nan_ignored(amax, f_abs(bf16_round(w ? f_mul(w[i], v) : v)));
+            amax = f_max_nan_ignored(amax, f_abs(bf16_round(w ? f_mul(__ldg(w + i), v) : v)));
         }
         amax = block_reduce(amax, sh, 1);
         s = nvfp4_dynamic_scale(amax);
@@ -281,17 +327,22 @@ static __device__ void emit_norm_row(const float *xs, int dim, float inv, const 
     const float g = f_div(1.0f, s);
     const int64_t kb = dim / 16;
     for (int64_t c = threadIdx.x; c < kb; c += blockDim.x) {
+        // All 16 weights are loaded before any store: `out` may alias nothing we read, but
+        // the compiler cannot know, and a load after each store serialises 16 latencies.
+        float wv[16];
+#pragma unroll
+        for (int k = 0; k < 16; k++) wv[k] = w ? __ldg(w + c * 16 + k) : 1.0f;
         float v[16];
 #pragma unroll
         for (int k = 0; k < 16; k++) {
             int64_t i = c * 16 + k;
             float n = f_mul(xs[i], inv);
-            float y = w ? f_mul(w[i], n) : n;
+            float y = w ? f_mul(wv[k], n) : n;
             if (out) store_elem(out, out_dtype, r * dim + i, y);
             v[k] = bf16_round(y);
         }
         uint32_t packed[2];
-        d->sf[nvfp4_sf_index(d->swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16(v, g, packed);
+        d->sf[nvfp4_sf_index(d->swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16_fast(v, g, packed);
         *(uint2 *)(d->q + r * (dim / 2) + c * 8) = make_uint2(packed[0], packed[1]);
     }
     nvfp4_zero_pad(d, r, kb, 0);

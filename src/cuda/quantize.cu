@@ -6,6 +6,10 @@
 // tensor's amax into <= 1024 per-block partials; every quantize block then re-reduces those
 // partials itself (4 KB, from L2) instead of waiting on a grid-wide result, so there is no
 // atomic, no memset and no second synchronisation point, and the result repeats bit for bit.
+// A tensor of at most SMALL_TENSOR elements (a decode step's activation) skips the partial
+// kernel: every block reduces the whole tensor (<= 64 KB of BF16, from L2) itself, so the
+// mode costs one launch there. The per-element math is nvfp4_quant_group16_fast
+// (division-free, bit-identical to the reference form).
 #include <limits.h>
 
 #include "cuda/common.cuh"
@@ -14,6 +18,7 @@
 
 #define QUANT_THREADS 256
 #define MAX_PARTIALS (DSV4_CUDA_QUANTIZE_WORKSPACE_BYTES / 4)
+#define SMALL_TENSOR 32768
 
 // Partial amax of n16 16-element groups: block b writes partial[b]. NaN is ignored.
 __global__ void __launch_bounds__(QUANT_THREADS) k_amax_partial(const void *x, int dtype, int64_t n16,
@@ -45,7 +50,16 @@ __global__ void __launch_bounds__(QUANT_THREADS) k_quantize_rows(const void *x, 
         s = d.scale[0];
     } else if (d.mode == 1) { // DYNAMIC_TENSOR
         float m = 0.0f;
-        for (int i = threadIdx.x; i < n_partial; i += blockDim.x) m = f_max_nan_ignored(m, partial[i]);
+        if (n_partial > 0) {
+            for (int i = threadIdx.x; i < n_partial; i += blockDim.x) m = f_max_nan_ignored(m, partial[i]);
+        } else { // small tensor: the whole amax here (max is order-free, so every block agrees)
+            for (int64_t gi = threadIdx.x; gi < M * kb; gi += blockDim.x) {
+                float v[16];
+                load_group16(x, dtype, gi * 16, v);
+#pragma unroll
+                for (int k = 0; k < 16; k++) m = f_max_nan_ignored(m, f_abs(v[k]));
+            }
+        }
         s = nvfp4_dynamic_scale(block_reduce(m, sh, 1));
         if (r == 0 && threadIdx.x == 0) d.scale[0] = s;
     } else { // DYNAMIC_TOKEN
@@ -64,7 +78,7 @@ __global__ void __launch_bounds__(QUANT_THREADS) k_quantize_rows(const void *x, 
         float v[16];
         load_group16(xr, dtype, c * 16, v);
         uint32_t packed[2];
-        d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16(v, g, packed);
+        d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16_fast(v, g, packed);
         *(uint2 *)(d.q + r * (K / 2) + c * 8) = make_uint2(packed[0], packed[1]);
     }
     nvfp4_zero_pad(&d, r, kb, 0);
@@ -92,7 +106,7 @@ extern "C" dsv4_status dsv4_cuda_quantize_nvfp4(cudaStream_t stream, const void 
 
     nvfp4_dst d = {out->q, out->sf, out->scale, (int)out->mode, out->layout == DSV4_SF_SWIZZLED};
     int n_partial = 0;
-    if (out->mode == DSV4_ACT_SCALE_DYNAMIC_TENSOR) {
+    if (out->mode == DSV4_ACT_SCALE_DYNAMIC_TENSOR && M * K > SMALL_TENSOR) {
         int64_t n16 = M * K / 16, blocks = (n16 + QUANT_THREADS - 1) / QUANT_THREADS;
         n_partial = (int)(blocks < MAX_PARTIALS ? blocks : MAX_PARTIALS);
         k_amax_partial<<<n_partial, QUANT_THREADS, 0, stream>>>(x, (int)dtype, n16, (float *)workspace);
@@ -112,6 +126,12 @@ extern "C" uint16_t dsv4_cuda_host_bf16_encode(float x) { return (uint16_t)bf16_
 extern "C" uint8_t dsv4_cuda_host_quant_group16(const float v[16], float g, uint8_t packed[8]) {
     uint32_t w[2];
     uint8_t s = (uint8_t)nvfp4_quant_group16(v, g, w);
+    for (int i = 0; i < 8; i++) packed[i] = (uint8_t)(w[i / 4] >> (8 * (i % 4)));
+    return s;
+}
+extern "C" uint8_t dsv4_cuda_host_quant_group16_fast(const float v[16], float g, uint8_t packed[8]) {
+    uint32_t w[2];
+    uint8_t s = (uint8_t)nvfp4_quant_group16_fast(v, g, w);
     for (int i = 0; i < 8; i++) packed[i] = (uint8_t)(w[i / 4] >> (8 * (i % 4)));
     return s;
 }

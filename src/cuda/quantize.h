@@ -37,7 +37,8 @@ typedef struct dsv4_cuda_nvfp4_out {
 
 /* x [M, K] (16-byte aligned, K a positive multiple of 16) -> out. workspace: device memory
  * of DSV4_CUDA_QUANTIZE_WORKSPACE_BYTES for DYNAMIC_TENSOR, else may be NULL.
- * Launches: 1 (STATIC, DYNAMIC_TOKEN) or 2 (DYNAMIC_TENSOR: partial amax, then quantize).
+ * Launches: 1 (STATIC, DYNAMIC_TOKEN, and DYNAMIC_TENSOR with M*K <= 32768) or 2
+ * (DYNAMIC_TENSOR above that: partial amax, then quantize).
  * M = 0 enqueues nothing. Errors: DSV4_ERR_SHAPE, DSV4_ERR_INVALID_ARGUMENT (NULL, alignment,
  * unknown mode), DSV4_ERR_CUDA (launch), each naming "quantize_nvfp4". */
 dsv4_status dsv4_cuda_quantize_nvfp4(cudaStream_t stream, const void *x, dsv4_cuda_dtype dtype, int64_t M,
@@ -51,6 +52,8 @@ float dsv4_cuda_host_e4m3_decode(uint8_t code);
 uint16_t dsv4_cuda_host_bf16_encode(float x);
 /* One 16-block: returns the scale code, writes 8 packed bytes. */
 uint8_t dsv4_cuda_host_quant_group16(const float v[16], float g, uint8_t packed[8]);
+/* The same through the division-free form the kernels use (nvfp4_quant_group16_fast). */
+uint8_t dsv4_cuda_host_quant_group16_fast(const float v[16], float g, uint8_t packed[8]);
 
 #ifdef __cplusplus
 }
