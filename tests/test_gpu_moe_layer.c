@@ -5,7 +5,9 @@
  *     SwiGLU output rounded to BF16 before L2, which is what the BF16 activation of the L2
  *     GEMM means): max per-token relative error ‖Δ‖/‖ref‖ <= 1e-3;
  *   - dsv4_cpu_moe in W4A16 = the MoE with exactly dequantized weights and unquantized fp32
- *     activations: W4A16 cosine >= 0.999, W4A4 >= 0.995;
+ *     activations: W4A16 cosine >= 0.999; W4A4 >= 0.995 or within 2e-3 of what the CPU
+ *     reference in W4A4 reaches (0.976-0.986 on this Gaussian data: the activation
+ *     quantization itself, not the GPU);
  * every forward through the graph harness (direct run, capture, two replays bitwise equal).
  * Cases: 1 token; token counts off every tile; all tokens to one expert (biased router);
  * experts with no token; hash routing with an expert repeated inside a token (decode groups
@@ -24,6 +26,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda/moe_layer.h"
+#include "cuda/moe_route.h"
 #include "gpu_harness.h"
 
 #define LIMIT 7.0f
@@ -277,7 +280,7 @@ static int run_case(const moe_case *c, char *msg, size_t len) {
             snprintf(msg, len, "token %d slot %d: GPU expert %d, CPU %d", i / k, i % k, gidx[i], idx[i]);
             goto done;
         }
-    double worst_cos = 1, worst_cos16 = 1, worst_rel = 0, worst_rel_cpu = 0;
+    double worst_cos = 1, worst_cos16 = 1, worst_rel = 0, worst_rel_cpu = 0, cpu_cos16 = 1;
     for (int t = 0; t < T; t++) {
         const float *o = out + (size_t)t * D, *r = ref + (size_t)t * D, *r16 = ref16 + (size_t)t * D, *em = emu + (size_t)t * D;
         double d2 = 0, n2 = 0, e2 = 0, m2 = 0;
@@ -291,6 +294,7 @@ static int run_case(const moe_case *c, char *msg, size_t len) {
         }
         double cs = fixture_cosine(o, r, (size_t)D), cs16 = fixture_cosine(o, r16, (size_t)D);
         worst_cos = fmin(worst_cos, cs), worst_cos16 = fmin(worst_cos16, cs16);
+        cpu_cos16 = fmin(cpu_cos16, fixture_cosine(r, r16, (size_t)D));
         worst_rel_cpu = fmax(worst_rel_cpu, sqrt(d2 / fmax(n2, 1e-30)));
         if (!c->w4a4) worst_rel = fmax(worst_rel, sqrt(e2 / fmax(m2, 1e-30)));
     }
@@ -298,9 +302,13 @@ static int run_case(const moe_case *c, char *msg, size_t len) {
      * the GPU then holds different weights than the CPU reference */
     const int rerounded = c->up_ratio != 1.0f && c->up_ratio != 0.5f;
     const double need_cos = rerounded ? 0.999 : 0.9999;
-    const double need16 = c->w4a4 ? 0.995 : 0.999;
-    fprintf(stderr, "  %s: cos vs CPU %.7f, vs dequantized fp32 %.7f, rel vs CPU %.2e, vs BF16-a emulation %.2e\n",
-            c->name, worst_cos, worst_cos16, worst_rel_cpu, worst_rel);
+    /* W4A4 vs the fp32 MoE: NVFP4 activations (x and the SwiGLU output, 16-element blocks)
+     * cost more than the 0.995 hoped for on Gaussian test data: the CPU reference in W4A4
+     * itself reaches only 0.976-0.986 here. So the GPU must be as close as the reference is
+     * (within 2e-3), or reach 0.995. */
+    const double need16 = c->w4a4 ? fmin(0.995, cpu_cos16 - 2e-3) : 0.999;
+    fprintf(stderr, "  %s: cos vs CPU %.7f, vs dequantized fp32 %.7f (CPU in this mode: %.7f), rel vs CPU %.2e, "
+            "vs BF16-a emulation %.2e\n", c->name, worst_cos, worst_cos16, cpu_cos16, worst_rel_cpu, worst_rel);
     if (worst_cos < need_cos || worst_cos16 < need16 || (!rerounded && worst_rel > 1e-3)) {
         snprintf(msg, len, "cos vs CPU %.7f (need %.4f), vs fp32 %.7f (need %.3f), rel vs emulation %.2e (need 1e-3)",
                  worst_cos, need_cos, worst_cos16, need16, worst_rel);
@@ -396,6 +404,29 @@ TEST(gpu_moe_layer_active_list) {
     cudaFree(d_c), cudaFree(d_a), cudaFree(d_n);
     CHECK_MSG(n == n_want, "n_active %d, want %d", n, n_want);
     CHECK(memcmp(got, want, sizeof got) == 0);
+
+    /* the same list from the permutation's count kernel (dsv4_cuda_moe_permute_active) */
+    enum { T = 5, K = 6, NE = 256, TILE = 1 };
+    int32_t idx[T * K], cnt[NE] = {0}, want2[NE], n2 = 0;
+    for (int i = 0; i < T * K; i++) cnt[idx[i] = (int32_t)(test_rand_u64(&rng) % NE)]++;
+    for (int e = 0; e < NE; e++)
+        if (cnt[e]) want2[n2++] = e;
+    for (int e = n2; e < NE; e++) want2[e] = -1;
+    const size_t R = (size_t)dsv4_moe_max_rows(T, K, NE, TILE);
+    int32_t *d_idx = gpu_upload(idx, sizeof idx), *d_cnt = gpu_upload(NULL, 4 * NE), *d_off = gpu_upload(NULL, 4 * (NE + 1));
+    int32_t *d_rt = gpu_upload(NULL, 4 * R), *d_te = gpu_upload(NULL, 4 * R), *d_inv = gpu_upload(NULL, sizeof idx);
+    int32_t *d_a2 = gpu_upload(NULL, 4 * NE), *d_n2 = gpu_upload(NULL, 4);
+    CHECK(d_idx && d_cnt && d_off && d_rt && d_te && d_inv && d_a2 && d_n2);
+    dsv4_moe_layout lay = {d_cnt, d_off, d_rt, d_te, d_inv};
+    CHECK_OK(dsv4_cuda_moe_permute_active(gpu_test_stream(), d_idx, T, K, NE, TILE, &lay, d_a2, d_n2));
+    CHECK(cudaStreamSynchronize(gpu_test_stream()) == cudaSuccess);
+    int32_t got2[NE], gn2 = -5;
+    CHECK(cudaMemcpy(got2, d_a2, sizeof got2, cudaMemcpyDeviceToHost) == cudaSuccess);
+    CHECK(cudaMemcpy(&gn2, d_n2, 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+    cudaFree(d_idx), cudaFree(d_cnt), cudaFree(d_off), cudaFree(d_rt), cudaFree(d_te), cudaFree(d_inv), cudaFree(d_a2),
+        cudaFree(d_n2);
+    CHECK_MSG(gn2 == n2, "permute_active: n_active %d, want %d", gn2, n2);
+    CHECK(memcmp(got2, want2, sizeof got2) == 0);
 }
 #endif
 

@@ -177,12 +177,25 @@ extern "C" dsv4_status dsv4_cuda_moe_workspace_create(const dsv4_cuda_moe_weight
         const size_t b1 = dsv4_cuda_linear_workspace_bytes(&v1, max_T), b2 = dsv4_cuda_linear_workspace_bytes(&v2, max_T);
         out->lin_ws_bytes = b1 > b2 ? b1 : b2;
     }
+    DSV4_CUDA_TRY(cudaStreamCreateWithFlags(&out->side, cudaStreamNonBlocking), "moe workspace: cudaStreamCreate");
+    dsv4_status st = dsv4_cuda_check(cudaEventCreateWithFlags(&out->fork, cudaEventDisableTiming),
+                                     "moe workspace: cudaEventCreate");
+    if (st == DSV4_OK)
+        st = dsv4_cuda_check(cudaEventCreateWithFlags(&out->join, cudaEventDisableTiming), "moe workspace: cudaEventCreate");
+    if (st != DSV4_OK) {
+        dsv4_cuda_moe_workspace_free(out);
+        return st;
+    }
     carve c = {NULL, 0};
     layout_ws(&c, out, w->D, w->I, w->Is);
     char op[128];
     snprintf(op, sizeof op, "moe workspace: cudaMalloc(%zu bytes)", c.off);
     void *buf = NULL;
-    DSV4_CUDA_TRY(cudaMalloc(&buf, c.off), op);
+    st = dsv4_cuda_check(cudaMalloc(&buf, c.off), op);
+    if (st != DSV4_OK) {
+        dsv4_cuda_moe_workspace_free(out);
+        return st;
+    }
     out->alloc = buf;
     out->bytes = c.off;
     c.base = (uint8_t *)buf, c.off = 0;
@@ -191,7 +204,11 @@ extern "C" dsv4_status dsv4_cuda_moe_workspace_create(const dsv4_cuda_moe_weight
 }
 
 extern "C" void dsv4_cuda_moe_workspace_free(dsv4_cuda_moe_workspace *ws) {
+    if (ws->side) cudaStreamSynchronize(ws->side);
     if (ws->alloc) cudaFree(ws->alloc);
+    if (ws->fork) cudaEventDestroy(ws->fork);
+    if (ws->join) cudaEventDestroy(ws->join);
+    if (ws->side) cudaStreamDestroy(ws->side);
     memset(ws, 0, sizeof *ws);
 }
 
@@ -257,17 +274,23 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     const int tile = decode ? 1 : linear_prefill_group_tile();
     const int64_t rows = dsv4_moe_max_rows(T, k, E, tile);
 
+    // the shared expert only needs x: fork it first so it overlaps the whole routed chain
+    if (w->has_shared) {
+        DSV4_CUDA_TRY(cudaEventRecord(ws->fork, s), "moe_forward: cudaEventRecord (fork)");
+        DSV4_CUDA_TRY(cudaStreamWaitEvent(ws->side, ws->fork, 0), "moe_forward: cudaStreamWaitEvent (fork)");
+        dsv4_cuda_act_nvfp4 xsq;
+        if (a4) DSV4_TRY(quantize_x(ws->side, a->x, T, w->D, w->s1_x_scale, &w->x_scales[1], ws->xsq, ws->xssf, ws->xsts, &xsq));
+        DSV4_TRY(shared_expert(ws->side, w, ws, a, a4 ? &xsq : NULL));
+        DSV4_CUDA_TRY(cudaEventRecord(ws->join, ws->side), "moe_forward: cudaEventRecord (join)");
+    }
     DSV4_TRY(dsv4_cuda_moe_router(s, &a->router, T, a->logits, a->bias, a->tid2eid, a->token_ids, a->vocab, ws->idx,
                                   ws->weights));
-    DSV4_TRY(dsv4_cuda_moe_permute(s, ws->idx, T, k, E, tile, &ws->layout));
-    if (decode) DSV4_TRY(dsv4_cuda_moe_active(s, ws->layout.counts, E, ws->active, ws->n_active));
+    // the decode path walks the active-expert list; the count kernel writes it on the way
+    DSV4_TRY(dsv4_cuda_moe_permute_active(s, ws->idx, T, k, E, tile, &ws->layout, decode ? ws->active : NULL,
+                                          decode ? ws->n_active : NULL));
 
-    dsv4_cuda_act_nvfp4 xq, xsq;
-    if (a4) {
-        DSV4_TRY(quantize_x(s, a->x, T, w->D, w->l1_x_scale, &w->x_scales[0], ws->xq, ws->xsf, ws->xts, &xq));
-        if (w->has_shared)
-            DSV4_TRY(quantize_x(s, a->x, T, w->D, w->s1_x_scale, &w->x_scales[1], ws->xsq, ws->xssf, ws->xsts, &xsq));
-    }
+    dsv4_cuda_act_nvfp4 xq;
+    if (a4) DSV4_TRY(quantize_x(s, a->x, T, w->D, w->l1_x_scale, &w->x_scales[0], ws->xq, ws->xsf, ws->xts, &xq));
     dsv4_cuda_moe_gemm_args g;
     memset(&g, 0, sizeof g);
     g.w = &w->l1, g.x = a4 ? NULL : a->x, g.xq = a4 ? &xq : NULL, g.row_token = ws->layout.row_token;
@@ -295,7 +318,7 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     g.group_scale = a4 && w->l2_static ? w->l2.global_in : NULL;
     DSV4_TRY(dsv4_cuda_moe_grouped_linear(s, &g));
 
-    if (w->has_shared) DSV4_TRY(shared_expert(s, w, ws, a, a4 ? &xsq : NULL));
+    if (w->has_shared) DSV4_CUDA_TRY(cudaStreamWaitEvent(s, ws->join, 0), "moe_forward: cudaStreamWaitEvent (join)");
     return dsv4_cuda_moe_combine(s, T, k, w->D, ws->y, DSV4_CUDA_F32, ws->idx, ws->layout.inv, ws->weights,
                                  w->has_shared ? ws->ys : NULL, DSV4_CUDA_F32, a->out, a->out_dtype);
 }

@@ -142,6 +142,11 @@ typedef struct dsv4_cuda_moe_workspace {
     float *asts;
     void *lin_ws;                     /* split-K partials of the shared expert's linears */
     size_t lin_ws_bytes;
+    /* The shared expert runs on a side stream forked from the caller's stream and joined
+     * before the combine (event fork/join: legal inside graph capture, where it becomes a
+     * parallel branch), so its launches are off the routed experts' critical path. */
+    cudaStream_t side;
+    cudaEvent_t fork, join;
     size_t bytes;
     void *alloc;
 } dsv4_cuda_moe_workspace;
