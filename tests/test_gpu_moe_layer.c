@@ -251,8 +251,9 @@ static int run_case(const moe_case *c, char *msg, size_t len) {
         snprintf(msg, len, "upload/workspace: %s", dsv4_last_error());
         goto done;
     }
-    if (c->up_ratio != 1.0f && c->up_ratio != 0.5f && w.scales_rerounded == 0) {
-        snprintf(msg, len, "gate/up unification with ratio %g changed no scale", (double)c->up_ratio);
+    if ((c->up_ratio != 1.0f && c->up_ratio != 0.5f) != (w.scales_rerounded > 0)) {
+        snprintf(msg, len, "gate/up unification with ratio %g re-rounded %zu scales", (double)c->up_ratio,
+                 w.scales_rerounded);
         goto done;
     }
     d_x = gpu_upload(xb, 2 * (size_t)T * D), d_l = gpu_upload(logits, sizeof(float) * (size_t)T * E);
