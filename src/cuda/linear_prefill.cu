@@ -26,6 +26,14 @@
 // wgmma-swizzled B tile (fence.proxy.async before the barrier) and two consumer warpgroups
 // issuing wgmma.mma_async m64nNk16 with A = x from shared memory. That replaces
 // prefill_tile() below; the expansion math and the epilogue stay.
+//
+// Grouped mode (MoE, GROUPED = true; linear_grouped.cuh): the M dimension is the row layout of
+// cpu/moe_route.h with tile = PREFILL_BM. M tile i belongs to expert e = tile_expert[i] (-1:
+// the CTA exits at once); it uses that expert's weight (p.w + e·w_stride, scales
+// + e·s_stride) and factor out_scale · group_scale[e]; its rows past offsets[e] + counts[e]
+// are padding (zero A rows, not stored); A row r reads x row row_token[r] (gather, L1) or r
+// (L2). Everything routing-dependent is read on the device, so the launch is graph-safe.
+#include "cuda/linear_grouped.cuh"
 #include "cuda/linear_internal.cuh"
 
 #define PREFILL_BM 128
@@ -114,14 +122,15 @@ __device__ __forceinline__ RawBlock load_weight_block(const LinearParams &p, int
     return r;
 }
 
-// Raw NVFP4 activation block (W4A4): row m0 + blk / (BK/16).
-__device__ __forceinline__ RawBlock load_act_block(const LinearParams &p, int64_t m0, int64_t k0, int blk) {
+// Raw NVFP4 activation block (W4A4) of x row xr (< 0: a row past M or padding -> zeros);
+// the k position is that of block `blk` of the slab.
+__device__ __forceinline__ RawBlock load_act_block(const LinearParams &p, int64_t m, int64_t k0, int blk) {
     constexpr int kPerRow = PREFILL_BK / 16;
-    const int64_t m = m0 + blk / kPerRow, k = k0 + (blk % kPerRow) * 16;
+    const int64_t k = k0 + (blk % kPerRow) * 16;
     RawBlock r;
     r.q = make_uint4(0, 0, 0, 0);
     r.scale = 0.0f;
-    if (m >= p.M || k >= p.K) return r;
+    if (m < 0 || k >= p.K) return r;
     const uint2 v = __ldg(reinterpret_cast<const uint2 *>(p.xq + m * (p.K / 2) + k / 2));
     r.q.x = v.x;
     r.q.y = v.y;
@@ -153,21 +162,32 @@ __device__ __forceinline__ void expand_block(const RawBlock &r, __nv_bfloat16 *d
     d[1] = make_uint4(out[4], out[5], out[6], out[7]);
 }
 
+// xr[j]: the x row of this thread's chunk j (< 0: zero-fill), see tile_x_rows.
 template <int ACT>
-__device__ __forceinline__ void issue_x_slab(const LinearParams &p, __nv_bfloat16 *as, int64_t m0, int64_t k0) {
+__device__ __forceinline__ void issue_x_slab(const LinearParams &p, __nv_bfloat16 *as, const int32_t *xr, int64_t k0) {
 #pragma unroll
     for (int j = 0; j < PS::kAChunksPerThread; j++) {
         const int c = threadIdx.x + j * PS::kThreads;
         const int row = c / (PREFILL_BK / 8), col = (c % (PREFILL_BK / 8)) * 8;
-        const int64_t m = m0 + row, k = k0 + col;
-        const bool valid = m < p.M && k < p.K; // K % 16 == 0: an 8-element chunk is all in or all out
+        const int64_t m = xr[j], k = k0 + col;
+        const bool valid = m >= 0 && k < p.K; // K % 16 == 0: an 8-element chunk is all in or all out
         const __nv_bfloat16 *src = valid ? p.x + m * p.K + k : p.x;
         cp_async16(as + row * PS::kLd + col, src, valid);
     }
 }
 
-template <int FMT, int ACT>
-__global__ void __launch_bounds__(PS::kThreads, PREFILL_MIN_CTAS_PER_SM) linear_prefill(const LinearParams p) {
+// The x row that tile row `row` (0..BM-1) reads: -1 past m_end (rows past M, or an expert's
+// padding rows), else row_token[m] (gather; -1 there for padding too) or m itself.
+template <bool GROUPED>
+__device__ __forceinline__ int32_t tile_x_row(const LinearParams &p, int64_t m0, int row, int64_t m_end) {
+    const int64_t m = m0 + row;
+    if (m >= m_end) return -1;
+    return GROUPED && p.grp.row_token ? p.grp.row_token[m] : (int32_t)m;
+}
+
+template <int FMT, int ACT, bool GROUPED>
+__global__ void __launch_bounds__(PS::kThreads, PREFILL_MIN_CTAS_PER_SM)
+    linear_prefill(const LinearParams p0, const int32_t *tile_expert) {
     extern __shared__ __align__(16) unsigned char prefill_smem[];
     __nv_bfloat16 *As = reinterpret_cast<__nv_bfloat16 *>(prefill_smem); // [2][BM][kLd]
     __nv_bfloat16 *Bs = As + 2 * PREFILL_BM * PS::kLd;                      // [BN][kLd]
@@ -176,7 +196,32 @@ __global__ void __launch_bounds__(PS::kThreads, PREFILL_MIN_CTAS_PER_SM) linear_
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int wm = warp / PREFILL_WARPS_N, wn = warp % PREFILL_WARPS_N;
     const int64_t m0 = (int64_t)blockIdx.y * PREFILL_BM, n0 = (int64_t)blockIdx.x * PREFILL_BN;
+    // p: this CTA's view (the expert's weight in grouped mode); m_end: first row not computed
+    LinearParams p = p0;
+    int64_t m_end = p.M;
+    float base_factor = p.out_scale;
+    if (GROUPED) {
+        const int e = tile_expert[blockIdx.y];
+        if (e < 0) return; // a tile past the rows in use: the whole CTA exits before any barrier
+        const int64_t end = (int64_t)p.grp.row_begin[e] + p.grp.row_count[e];
+        m_end = end < p.M ? end : p.M;
+        p.w += (int64_t)e * p.grp.w_stride;
+        p.w_scale += (int64_t)e * p.grp.s_stride;
+        if (p.grp.group_scale) base_factor = p.out_scale * p.grp.group_scale[e];
+    }
     const int nk = (int)((p.K + PREFILL_BK - 1) / PREFILL_BK);
+    // x rows of this thread's A loads, fixed for the whole K loop (chunk j of a BF16 slab is
+    // tile row threadIdx.x / (BK/8) + j · kThreads / (BK/8); NVFP4 block j likewise per BK/16)
+    int32_t xr[PS::kAChunksPerThread], xa[ACT == LIN_ACT_NVFP4 ? PS::kABlocksPerThread : 1];
+    if (ACT == LIN_ACT_BF16) {
+#pragma unroll
+        for (int j = 0; j < PS::kAChunksPerThread; j++)
+            xr[j] = tile_x_row<GROUPED>(p, m0, (threadIdx.x + j * PS::kThreads) / (PREFILL_BK / 8), m_end);
+    } else {
+#pragma unroll
+        for (int j = 0; j < PS::kABlocksPerThread; j++)
+            xa[j] = tile_x_row<GROUPED>(p, m0, (threadIdx.x + j * PS::kThreads) / (PREFILL_BK / 16), m_end);
+    }
 
     float acc[PS::kMI][PS::kNI][4];
     float part[kPromote ? PS::kMI : 1][kPromote ? PS::kNI : 1][4];
@@ -198,11 +243,11 @@ __global__ void __launch_bounds__(PS::kThreads, PREFILL_MIN_CTAS_PER_SM) linear_
     RawBlock wraw[PS::kBBlocksPerThread], xraw[ACT == LIN_ACT_NVFP4 ? PS::kABlocksPerThread : 1];
     // prologue: slab 0
     if (ACT == LIN_ACT_BF16) {
-        issue_x_slab<ACT>(p, As, m0, 0);
+        issue_x_slab<ACT>(p, As, xr, 0);
         cp_async_commit();
     } else {
 #pragma unroll
-        for (int j = 0; j < PS::kABlocksPerThread; j++) xraw[j] = load_act_block(p, m0, 0, threadIdx.x + j * PS::kThreads);
+        for (int j = 0; j < PS::kABlocksPerThread; j++) xraw[j] = load_act_block(p, xa[j], 0, threadIdx.x + j * PS::kThreads);
     }
 #pragma unroll
     for (int j = 0; j < PS::kBBlocksPerThread; j++) wraw[j] = load_weight_block<FMT>(p, n0, 0, threadIdx.x + j * PS::kThreads);
@@ -227,12 +272,12 @@ __global__ void __launch_bounds__(PS::kThreads, PREFILL_MIN_CTAS_PER_SM) linear_
         if (more) {
             const int64_t k1 = (int64_t)(kt + 1) * PREFILL_BK;
             if (ACT == LIN_ACT_BF16) {
-                issue_x_slab<ACT>(p, As + ((kt + 1) % 2) * PREFILL_BM * PS::kLd, m0, k1);
+                issue_x_slab<ACT>(p, As + ((kt + 1) % 2) * PREFILL_BM * PS::kLd, xr, k1);
                 cp_async_commit();
             } else {
 #pragma unroll
                 for (int j = 0; j < PS::kABlocksPerThread; j++)
-                    xraw[j] = load_act_block(p, m0, k1, threadIdx.x + j * PS::kThreads);
+                    xraw[j] = load_act_block(p, xa[j], k1, threadIdx.x + j * PS::kThreads);
             }
 #pragma unroll
             for (int j = 0; j < PS::kBBlocksPerThread; j++)
@@ -303,8 +348,10 @@ __global__ void __launch_bounds__(PS::kThreads, PREFILL_MIN_CTAS_PER_SM) linear_
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int64_t m = m0 + wm * PS::kWM + i * 16 + g + h * 8;
-            if (m >= p.M) continue;
-            const float f = linear_out_factor(p, m);
+            if (m >= m_end) continue;
+            // out_scale [· group_scale[e]] · token_scales[x row], left to right
+            float f = base_factor;
+            if (p.token_scales) f = f * p.token_scales[GROUPED && p.grp.row_token ? p.grp.row_token[m] : m];
 #pragma unroll
             for (int j = 0; j < PS::kNI; j++) {
                 const int64_t n = n0 + wn * PS::kWN + j * 8 + 2 * t;
@@ -314,10 +361,10 @@ __global__ void __launch_bounds__(PS::kThreads, PREFILL_MIN_CTAS_PER_SM) linear_
         }
 }
 
-template <int FMT, int ACT>
+template <int FMT, int ACT, bool GROUPED = false>
 static dsv4_status set_smem(void) {
-    return dsv4_cuda_check(cudaFuncSetAttribute(linear_prefill<FMT, ACT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                (int)PS::kSmemBytes),
+    return dsv4_cuda_check(cudaFuncSetAttribute(linear_prefill<FMT, ACT, GROUPED>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)PS::kSmemBytes),
                            "linear_prefill: cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
 }
 
@@ -328,15 +375,46 @@ dsv4_status linear_prefill_init(void) {
     DSV4_TRY((set_smem<LIN_MXFP4, LIN_ACT_NVFP4>()));
     DSV4_TRY((set_smem<LIN_FP8, LIN_ACT_BF16>()));
     DSV4_TRY((set_smem<LIN_FP8, LIN_ACT_NVFP4>()));
+    DSV4_TRY((set_smem<LIN_NVFP4, LIN_ACT_BF16, true>()));
+    DSV4_TRY((set_smem<LIN_NVFP4, LIN_ACT_NVFP4, true>()));
+    DSV4_TRY((set_smem<LIN_MXFP4, LIN_ACT_BF16, true>()));
+    DSV4_TRY((set_smem<LIN_MXFP4, LIN_ACT_NVFP4, true>()));
     return DSV4_OK;
 }
 
 template <int FMT, int ACT>
 static dsv4_status launch(const LinearParams &p, cudaStream_t s) {
     const dim3 grid((unsigned)((p.N + PREFILL_BN - 1) / PREFILL_BN), (unsigned)((p.M + PREFILL_BM - 1) / PREFILL_BM));
-    linear_prefill<FMT, ACT><<<grid, PS::kThreads, PS::kSmemBytes, s>>>(p);
+    linear_prefill<FMT, ACT, false><<<grid, PS::kThreads, PS::kSmemBytes, s>>>(p, nullptr);
     DSV4_CUDA_LAUNCHED("linear_prefill launch");
     return DSV4_OK;
+}
+
+template <int FMT, int ACT>
+static dsv4_status launch_grouped(const LinearParams &p, const int32_t *tile_expert, int64_t n_tiles, cudaStream_t s) {
+    const dim3 grid((unsigned)((p.N + PREFILL_BN - 1) / PREFILL_BN), (unsigned)n_tiles);
+    linear_prefill<FMT, ACT, true><<<grid, PS::kThreads, PS::kSmemBytes, s>>>(p, tile_expert);
+    DSV4_CUDA_LAUNCHED("linear_prefill grouped launch");
+    return DSV4_OK;
+}
+
+int linear_prefill_group_tile(void) { return PREFILL_BM; }
+
+dsv4_status linear_prefill_grouped_launch(int fmt, int act, const LinearParams &p, const int32_t *tile_expert,
+                                          int64_t n_tiles, cudaStream_t s) {
+    if (n_tiles < 1) return DSV4_OK;
+    if (n_tiles > 65535)
+        return dsv4_fail(DSV4_ERR_SHAPE, "linear_prefill grouped: %lld M tiles (at most 65535)", (long long)n_tiles);
+    const bool a4 = act == LIN_ACT_NVFP4;
+    switch (fmt) {
+    case LIN_NVFP4:
+        return a4 ? launch_grouped<LIN_NVFP4, LIN_ACT_NVFP4>(p, tile_expert, n_tiles, s)
+                  : launch_grouped<LIN_NVFP4, LIN_ACT_BF16>(p, tile_expert, n_tiles, s);
+    case LIN_MXFP4:
+        return a4 ? launch_grouped<LIN_MXFP4, LIN_ACT_NVFP4>(p, tile_expert, n_tiles, s)
+                  : launch_grouped<LIN_MXFP4, LIN_ACT_BF16>(p, tile_expert, n_tiles, s);
+    default: return dsv4_fail(DSV4_ERR_UNSUPPORTED, "linear_prefill grouped: format %d (fp4 experts only)", fmt);
+    }
 }
 
 dsv4_status linear_prefill_launch(int fmt, int act, const LinearParams &p, cudaStream_t s) {

@@ -166,9 +166,11 @@ extern "C" dsv4_status dsv4_cuda_moe_router(cudaStream_t stream, const dsv4_cuda
 
 __global__ void __launch_bounds__(COUNT_THREADS)
     k_moe_count(const int32_t *idx, int n_pairs, int E, int tile, int max_tiles, int32_t *counts, int32_t *offsets,
-                int32_t *tile_expert, int32_t *inv) {
+                int32_t *tile_expert, int32_t *inv, int32_t *active, int32_t *n_active) {
     __shared__ int cnt[DSV4_CUDA_MOE_MAX_EXPERTS];
     __shared__ int off[DSV4_CUDA_MOE_MAX_EXPERTS + 1];
+    __shared__ int act[DSV4_CUDA_MOE_MAX_EXPERTS];
+    __shared__ int n_act;
     for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
     __syncthreads();
     for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
@@ -180,14 +182,20 @@ __global__ void __launch_bounds__(COUNT_THREADS)
     }
     __syncthreads();
     if (threadIdx.x == 0) { // E <= 384 additions: not worth a parallel scan
-        int o = 0;
+        int o = 0, na = 0;
         for (int e = 0; e < E; e++) {
             off[e] = o;
             o += (cnt[e] + tile - 1) / tile * tile;
+            if (cnt[e] > 0) act[na++] = e; // the active-expert list (ascending) rides along
         }
         off[E] = o;
+        n_act = na;
     }
     __syncthreads();
+    if (active) {
+        for (int e = threadIdx.x; e < E; e += blockDim.x) active[e] = e < n_act ? act[e] : -1;
+        if (threadIdx.x == 0) *n_active = n_act;
+    }
     for (int e = threadIdx.x; e < E; e += blockDim.x) counts[e] = cnt[e];
     for (int e = threadIdx.x; e <= E; e += blockDim.x) offsets[e] = off[e];
     for (int i = threadIdx.x; i < max_tiles; i += blockDim.x) {
@@ -243,17 +251,23 @@ __global__ void __launch_bounds__(PLACE_THREADS)
 
 extern "C" dsv4_status dsv4_cuda_moe_permute(cudaStream_t stream, const int32_t *idx, int T, int k, int E, int tile,
                                              const dsv4_moe_layout *out) {
+    return dsv4_cuda_moe_permute_active(stream, idx, T, k, E, tile, out, NULL, NULL);
+}
+
+extern "C" dsv4_status dsv4_cuda_moe_permute_active(cudaStream_t stream, const int32_t *idx, int T, int k, int E,
+                                                    int tile, const dsv4_moe_layout *out, int32_t *active,
+                                                    int32_t *n_active) {
     const int64_t max_rows = dsv4_moe_max_rows(T, k, E, tile);
     if (max_rows < 0 || E > DSV4_CUDA_MOE_MAX_EXPERTS)
         return dsv4_fail(DSV4_ERR_SHAPE, "moe_permute: bad sizes T=%d k=%d E=%d tile=%d (E <= %d, rows < 2^31)", T, k,
                          E, tile, DSV4_CUDA_MOE_MAX_EXPERTS);
     if (!out || !out->counts || !out->offsets || !out->row_token || !out->tile_expert || !out->inv ||
-        (T > 0 && !idx))
+        (T > 0 && !idx) || (!active) != (!n_active))
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_permute: NULL argument");
     // T = 0 still runs: the layout (all padding, no tiles) is written either way
     const int n_pairs = T * k, max_tiles = (int)(max_rows / tile);
     k_moe_count<<<1, COUNT_THREADS, 0, stream>>>(idx, n_pairs, E, tile, max_tiles, out->counts, out->offsets,
-                                                 out->tile_expert, out->inv);
+                                                 out->tile_expert, out->inv, active, n_active);
     DSV4_CUDA_LAUNCHED("moe_permute: count kernel");
     k_moe_place<<<(unsigned)E + 1, PLACE_THREADS, 0, stream>>>(idx, n_pairs, k, E, (int)max_rows, out->counts,
                                                                out->offsets, out->row_token, out->inv);

@@ -57,6 +57,12 @@ dsv4_status dsv4_cuda_moe_router(cudaStream_t stream, const dsv4_cuda_router_cfg
 dsv4_status dsv4_cuda_moe_permute(cudaStream_t stream, const int32_t *idx, int T, int k, int E, int tile,
                                   const dsv4_moe_layout *out);
 
+/* The same, and also the active-expert list of dsv4_cuda_moe_active (moe_layer.h) from the
+ * count kernel, without a launch of its own: active [E] = ids with counts > 0 ascending, then
+ * −1; *n_active = their number. active and n_active both NULL = dsv4_cuda_moe_permute. */
+dsv4_status dsv4_cuda_moe_permute_active(cudaStream_t stream, const int32_t *idx, int T, int k, int E, int tile,
+                                         const dsv4_moe_layout *out, int32_t *active, int32_t *n_active);
+
 #ifdef __cplusplus
 }
 #endif

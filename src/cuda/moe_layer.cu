@@ -1,0 +1,324 @@
+// The MoE layer on the GPU (moe_layer.h): active-expert list, grouped expert GEMMs in the
+// decode and prefill regimes, the preallocated workspace and the layer forward.
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cuda/linear_grouped.cuh"
+#include "cuda/moe.h"
+#include "cuda/moe_layer.h"
+#include "cuda/quantize.h"
+
+// ---- active experts ----
+
+// One block of ceil(E/32) warps: thread e flags counts[e] > 0, a ballot gives its rank in its
+// warp, the warp totals in shared memory its offset. Ascending ids without atomics, so the
+// list (and the decode grid's expert order) is the same on every run.
+__global__ void k_moe_active(const int32_t *counts, int E, int32_t *active, int32_t *n_active) {
+    __shared__ int warp_total[DSV4_CUDA_MOE_MAX_EXPERTS / 32 + 1];
+    const int t = threadIdx.x, lane = t % 32, warp = t / 32, n_warps = blockDim.x / 32;
+    const bool flag = t < E && counts[t] > 0;
+    const unsigned b = __ballot_sync(0xffffffffu, flag);
+    if (lane == 0) warp_total[warp] = __popc(b);
+    __syncthreads();
+    int base = 0, total = 0;
+    for (int i = 0; i < n_warps; i++) {
+        if (i < warp) base += warp_total[i];
+        total += warp_total[i];
+    }
+    if (flag) active[base + __popc(b & ((1u << lane) - 1u))] = t;
+    if (t < E && t >= total) active[t] = -1; // ranks < total <= t: never a slot written above
+    if (t == 0) *n_active = total;
+}
+
+extern "C" dsv4_status dsv4_cuda_moe_active(cudaStream_t stream, const int32_t *counts, int E, int32_t *active,
+                                            int32_t *n_active) {
+    if (E < 1 || E > DSV4_CUDA_MOE_MAX_EXPERTS)
+        return dsv4_fail(DSV4_ERR_SHAPE, "moe_active: E = %d (1 .. %d)", E, DSV4_CUDA_MOE_MAX_EXPERTS);
+    if (!counts || !active || !n_active) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_active: NULL argument");
+    k_moe_active<<<1, (E + 31) / 32 * 32, 0, stream>>>(counts, E, active, n_active);
+    DSV4_CUDA_LAUNCHED("moe_active launch");
+    return DSV4_OK;
+}
+
+// ---- grouped linear ----
+
+extern "C" int dsv4_cuda_moe_prefill_tile(void) { return linear_prefill_group_tile(); }
+
+static bool aligned(const void *p, size_t a) { return ((uintptr_t)p % a) == 0; }
+
+extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const dsv4_cuda_moe_gemm_args *a) {
+    if (!a || !a->w || !a->layout || !a->y || !a->layout->counts || !a->layout->offsets || !a->layout->tile_expert)
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_grouped_linear: missing weight, layout or output");
+    const dsv4_cuda_moe_stack *w = a->w;
+    if ((a->x == NULL) == (a->xq == NULL))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_grouped_linear: give exactly one of x (BF16) and xq (NVFP4)");
+    if (a->xq && (!a->xq->q || !a->xq->scale ||
+                  (!a->xq->token_scales && !(a->xq->input_scale > 0.0f && a->xq->input_scale < INFINITY))))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_grouped_linear: NVFP4 activations need q, scales and a scale");
+    if (w->cols % 16 || w->rows < 1 || a->rows < 0 || a->tile < 1 || a->bound < 0)
+        return dsv4_fail(DSV4_ERR_SHAPE, "moe_grouped_linear: bad sizes N=%lld K=%lld rows=%lld tile=%d bound=%d",
+                         (long long)w->rows, (long long)w->cols, (long long)a->rows, a->tile, a->bound);
+    if ((a->x && !aligned(a->x, 16)) || (a->xq && !aligned(a->xq->q, 8)) || !aligned(a->y, 16))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_grouped_linear: x and y need 16-byte, NVFP4 x 8-byte alignment");
+    if (a->rows == 0 || a->bound == 0) return DSV4_OK;
+    DSV4_TRY(dsv4_cuda_linear_init());
+
+    const int act = a->xq ? LIN_ACT_NVFP4 : LIN_ACT_BF16;
+    LinearParams p;
+    memset(&p, 0, sizeof p);
+    p.N = w->rows;
+    p.K = w->cols;
+    p.w = w->data;
+    p.w_scale = w->scale;
+    p.x = static_cast<const __nv_bfloat16 *>(a->x);
+    if (a->xq) {
+        p.xq = a->xq->q;
+        p.xq_scale = a->xq->scale;
+        p.token_scales = a->xq->token_scales;
+    }
+    p.y = a->y;
+    p.out_bf16 = a->out == DSV4_CUDA_OUT_BF16;
+    const float act_scale = a->xq && !a->xq->token_scales ? a->xq->input_scale : 1.0f;
+    p.grp.row_begin = a->layout->offsets;
+    p.grp.row_count = a->layout->counts;
+    p.grp.row_token = a->row_token;
+    p.grp.w_stride = w->w_stride;
+    p.grp.s_stride = w->s_stride;
+    p.grp.group_scale = a->group_scale ? a->group_scale : w->global;
+
+    const bool decode_ok = w->cols % 32 == 0;
+    dsv4_cuda_linear_path path = a->path;
+    if (path == DSV4_LINEAR_AUTO)
+        path = decode_ok && a->bound <= DSV4_CUDA_LINEAR_DECODE_MAX_M ? DSV4_LINEAR_DECODE : DSV4_LINEAR_PREFILL;
+    if (path == DSV4_LINEAR_DECODE) {
+        if (!decode_ok || !a->active || !a->n_active || a->max_active < 1)
+            return dsv4_fail(DSV4_ERR_UNSUPPORTED, "moe_grouped_linear: the decode path needs K %% 32 == 0 (K = %lld) and "
+                             "the active list", (long long)w->cols);
+        if (a->max_active > 65535) return dsv4_fail(DSV4_ERR_SHAPE, "moe_grouped_linear: max_active %d", a->max_active);
+        // the token bucket: groups with more rows than the bucket loop inside the CTA
+        p.M = a->bound < DSV4_CUDA_LINEAR_DECODE_MAX_M ? a->bound : DSV4_CUDA_LINEAR_DECODE_MAX_M;
+        // the decode kernel expands fp4 as e2m1 · 2^-14; the 2^14 is applied once, here
+        p.out_scale = act_scale * 16384.0f;
+        const int64_t step = linear_decode_k_step(LIN_NVFP4, linear_decode_mt(p.M));
+        p.k_per_split = (p.K + step - 1) / step * step; // one split: grouped mode has no split-K
+        p.grouped = 1;
+        p.grp.active = a->active;
+        p.grp.n_active = a->n_active;
+        p.grp.max_active = a->max_active;
+        return linear_decode_launch(LIN_NVFP4, act, p, 1, stream);
+    }
+    if (a->tile != linear_prefill_group_tile())
+        return dsv4_fail(DSV4_ERR_SHAPE, "moe_grouped_linear: the prefill path needs layout tile %d, got %d",
+                         linear_prefill_group_tile(), a->tile);
+    p.M = a->rows;
+    p.out_scale = act_scale;
+    return linear_prefill_grouped_launch(LIN_NVFP4, act, p, a->layout->tile_expert, a->rows / a->tile, stream);
+}
+
+// ---- workspace ----
+
+typedef struct carve {
+    uint8_t *base;
+    size_t off;
+} carve;
+
+// Reserves n bytes (256-aligned) at the next offset; with base NULL it only counts.
+static void *take(carve *c, size_t n) {
+    void *p = c->base ? c->base + c->off : NULL;
+    c->off += (n + 255) / 256 * 256;
+    return p;
+}
+
+static void layout_ws(carve *c, dsv4_cuda_moe_workspace *ws, int64_t D, int64_t I, int64_t Is) {
+    const size_t T = (size_t)ws->max_T, Tk = T * (size_t)ws->k, R = (size_t)ws->max_rows, E = (size_t)ws->E;
+    ws->idx = (int32_t *)take(c, 4 * Tk);
+    ws->weights = (float *)take(c, 4 * Tk);
+    ws->layout.counts = (int32_t *)take(c, 4 * E);
+    ws->layout.offsets = (int32_t *)take(c, 4 * (E + 1));
+    ws->layout.row_token = (int32_t *)take(c, 4 * R);
+    ws->layout.tile_expert = (int32_t *)take(c, 4 * R); // tile 1 needs one entry per row
+    ws->layout.inv = (int32_t *)take(c, 4 * Tk);
+    ws->active = (int32_t *)take(c, 4 * E);
+    ws->n_active = (int32_t *)take(c, 4);
+    ws->xq = (uint8_t *)take(c, T * (size_t)D / 2);
+    ws->xsf = (uint8_t *)take(c, T * (size_t)D / 16);
+    ws->xts = (float *)take(c, 4 * T);
+    ws->xsq = (uint8_t *)take(c, T * (size_t)D / 2);
+    ws->xssf = (uint8_t *)take(c, T * (size_t)D / 16);
+    ws->xsts = (float *)take(c, 4 * T);
+    ws->h = (float *)take(c, R * 2 * (size_t)I * 4);
+    ws->y = (float *)take(c, R * (size_t)D * 4);
+    ws->a = take(c, R * (size_t)I * 2);
+    ws->aq = (uint8_t *)take(c, R * (size_t)I / 2);
+    ws->asf = (uint8_t *)take(c, R * (size_t)I / 16);
+    ws->ats = (float *)take(c, 4 * R);
+    ws->hs = (float *)take(c, T * 2 * (size_t)Is * 4);
+    ws->ys = (float *)take(c, T * (size_t)D * 4);
+    ws->as_ = take(c, T * (size_t)Is * 2);
+    ws->asq = (uint8_t *)take(c, T * (size_t)Is / 2);
+    ws->assf = (uint8_t *)take(c, T * (size_t)Is / 16);
+    ws->asts = (float *)take(c, 4 * T);
+    ws->lin_ws = take(c, ws->lin_ws_bytes);
+}
+
+extern "C" dsv4_status dsv4_cuda_moe_workspace_create(const dsv4_cuda_moe_weights *w, int max_T, int k,
+                                                      dsv4_cuda_moe_workspace *out) {
+    memset(out, 0, sizeof *out);
+    if (!w || !w->alloc) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe workspace: no weights");
+    const int64_t max_rows = dsv4_moe_max_rows(max_T, k, w->E, linear_prefill_group_tile());
+    if (max_T < 1 || k < 1 || k > DSV4_CUDA_MOE_MAX_TOPK || max_rows < 0)
+        return dsv4_fail(DSV4_ERR_SHAPE, "moe workspace: max_T = %d, k = %d (k <= %d, rows < 2^31)", max_T, k,
+                         DSV4_CUDA_MOE_MAX_TOPK);
+    DSV4_TRY(dsv4_cuda_linear_init()); // kernel attributes before any capture
+    out->max_T = max_T, out->k = k, out->E = w->E, out->max_rows = max_rows;
+    if (w->has_shared) {
+        const dsv4_cuda_weight v1 = dsv4_cuda_moe_stack_view(&w->s1, 0, 1.0f), v2 = dsv4_cuda_moe_stack_view(&w->s2, 0, 1.0f);
+        const size_t b1 = dsv4_cuda_linear_workspace_bytes(&v1, max_T), b2 = dsv4_cuda_linear_workspace_bytes(&v2, max_T);
+        out->lin_ws_bytes = b1 > b2 ? b1 : b2;
+    }
+    DSV4_CUDA_TRY(cudaStreamCreateWithFlags(&out->side, cudaStreamNonBlocking), "moe workspace: cudaStreamCreate");
+    dsv4_status st = dsv4_cuda_check(cudaEventCreateWithFlags(&out->fork, cudaEventDisableTiming),
+                                     "moe workspace: cudaEventCreate");
+    if (st == DSV4_OK)
+        st = dsv4_cuda_check(cudaEventCreateWithFlags(&out->join, cudaEventDisableTiming), "moe workspace: cudaEventCreate");
+    if (st != DSV4_OK) {
+        dsv4_cuda_moe_workspace_free(out);
+        return st;
+    }
+    carve c = {NULL, 0};
+    layout_ws(&c, out, w->D, w->I, w->Is);
+    char op[128];
+    snprintf(op, sizeof op, "moe workspace: cudaMalloc(%zu bytes)", c.off);
+    void *buf = NULL;
+    st = dsv4_cuda_check(cudaMalloc(&buf, c.off), op);
+    if (st != DSV4_OK) {
+        dsv4_cuda_moe_workspace_free(out);
+        return st;
+    }
+    out->alloc = buf;
+    out->bytes = c.off;
+    c.base = (uint8_t *)buf, c.off = 0;
+    layout_ws(&c, out, w->D, w->I, w->Is);
+    return DSV4_OK;
+}
+
+extern "C" void dsv4_cuda_moe_workspace_free(dsv4_cuda_moe_workspace *ws) {
+    if (ws->side) cudaStreamSynchronize(ws->side);
+    if (ws->alloc) cudaFree(ws->alloc);
+    if (ws->fork) cudaEventDestroy(ws->fork);
+    if (ws->join) cudaEventDestroy(ws->join);
+    if (ws->side) cudaStreamDestroy(ws->side);
+    memset(ws, 0, sizeof *ws);
+}
+
+// ---- forward ----
+
+// x -> NVFP4 with a static scale (device scalar) or per token.
+static dsv4_status quantize_x(cudaStream_t s, const void *x, int T, int D, float host_scale, float *dev_scale,
+                              uint8_t *q, uint8_t *sf, float *ts, dsv4_cuda_act_nvfp4 *act) {
+    dsv4_cuda_nvfp4_out o;
+    o.q = q, o.sf = sf, o.layout = DSV4_SF_LINEAR;
+    o.mode = host_scale > 0.0f ? DSV4_ACT_SCALE_STATIC : DSV4_ACT_SCALE_DYNAMIC_TOKEN;
+    o.scale = host_scale > 0.0f ? dev_scale : ts;
+    DSV4_TRY(dsv4_cuda_quantize_nvfp4(s, x, DSV4_CUDA_BF16, T, D, &o, NULL));
+    act->q = q, act->scale = sf;
+    act->token_scales = host_scale > 0.0f ? NULL : ts;
+    act->input_scale = host_scale > 0.0f ? host_scale : 1.0f;
+    return DSV4_OK;
+}
+
+// The shared expert: L1 -> SwiGLU -> L2 through the ordinary linear, rows = T.
+static dsv4_status shared_expert(cudaStream_t s, const dsv4_cuda_moe_weights *w, dsv4_cuda_moe_workspace *ws,
+                                 const dsv4_cuda_moe_args *a, const dsv4_cuda_act_nvfp4 *xq) {
+    const dsv4_cuda_weight v1 = dsv4_cuda_moe_stack_view(&w->s1, 0, w->s1_global);
+    const dsv4_cuda_weight v2 = dsv4_cuda_moe_stack_view(&w->s2, 0, w->s2_global);
+    const bool a4 = a->mode == DSV4_W4A4;
+    const dsv4_cuda_linear_path lp = a->path == DSV4_LINEAR_DECODE && a->T > DSV4_CUDA_LINEAR_DECODE_MAX_M
+                                         ? DSV4_LINEAR_AUTO : a->path;
+    dsv4_cuda_linear_args la;
+    memset(&la, 0, sizeof la);
+    la.w = &v1, la.M = a->T, la.x = a4 ? NULL : a->x, la.xq = a4 ? xq : NULL, la.y = ws->hs, la.out = DSV4_CUDA_OUT_F32;
+    la.workspace = ws->lin_ws, la.workspace_bytes = ws->lin_ws_bytes, la.path = lp;
+    DSV4_TRY(dsv4_cuda_linear(&la, s));
+    dsv4_cuda_nvfp4_out q;
+    q.q = ws->asq, q.sf = ws->assf, q.layout = DSV4_SF_LINEAR;
+    q.mode = w->s2_static ? DSV4_ACT_SCALE_STATIC : DSV4_ACT_SCALE_DYNAMIC_TOKEN;
+    q.scale = w->s2_static ? w->s2.input_scale : ws->asts;
+    dsv4_cuda_swiglu_args sw;
+    memset(&sw, 0, sizeof sw);
+    sw.h = ws->hs, sw.h_dtype = DSV4_CUDA_F32, sw.rows = a->T, sw.inter = w->Is, sw.limit = a->limit;
+    sw.out = a4 ? NULL : ws->as_, sw.out_dtype = DSV4_CUDA_BF16, sw.q = a4 ? &q : NULL;
+    DSV4_TRY(dsv4_cuda_moe_swiglu(s, &sw));
+    dsv4_cuda_act_nvfp4 aq = {ws->asq, ws->assf, w->s2_static ? NULL : ws->asts, w->s2_static ? w->s2_input_scale : 1.0f};
+    la.w = &v2, la.x = a4 ? NULL : ws->as_, la.xq = a4 ? &aq : NULL, la.y = ws->ys;
+    return dsv4_cuda_linear(&la, s);
+}
+
+extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe_weights *w, dsv4_cuda_moe_workspace *ws,
+                                             const dsv4_cuda_moe_args *a) {
+    if (!w || !ws || !a || !w->alloc || !ws->alloc)
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_forward: NULL weights, workspace or arguments");
+    const int T = a->T, k = ws->k, E = w->E;
+    if (T < 0 || T > ws->max_T || a->router.n_experts != E || a->router.topk != k || ws->E != E)
+        return dsv4_fail(DSV4_ERR_SHAPE, "moe_forward: T = %d (max %d), router E = %d k = %d, weights E = %d, workspace k = %d",
+                         T, ws->max_T, a->router.n_experts, a->router.topk, E, k);
+    if (a->mode != DSV4_W4A16 && a->mode != DSV4_W4A4)
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_forward: unknown numerics %d", (int)a->mode);
+    if (T == 0) return DSV4_OK;
+    if (!a->x || !a->logits || !a->out) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_forward: NULL x, logits or out");
+    const bool a4 = a->mode == DSV4_W4A4;
+    // with top-k an expert gets at most one row per token; hash routing may repeat an expert
+    const int bound = a->tid2eid ? T * k : T;
+    bool decode = a->path == DSV4_LINEAR_DECODE || (a->path == DSV4_LINEAR_AUTO && T <= DSV4_CUDA_LINEAR_DECODE_MAX_M);
+    const int tile = decode ? 1 : linear_prefill_group_tile();
+    const int64_t rows = dsv4_moe_max_rows(T, k, E, tile);
+
+    // the shared expert only needs x: fork it first so it overlaps the whole routed chain
+    if (w->has_shared) {
+        DSV4_CUDA_TRY(cudaEventRecord(ws->fork, s), "moe_forward: cudaEventRecord (fork)");
+        DSV4_CUDA_TRY(cudaStreamWaitEvent(ws->side, ws->fork, 0), "moe_forward: cudaStreamWaitEvent (fork)");
+        dsv4_cuda_act_nvfp4 xsq;
+        if (a4) DSV4_TRY(quantize_x(ws->side, a->x, T, w->D, w->s1_x_scale, &w->x_scales[1], ws->xsq, ws->xssf, ws->xsts, &xsq));
+        DSV4_TRY(shared_expert(ws->side, w, ws, a, a4 ? &xsq : NULL));
+        DSV4_CUDA_TRY(cudaEventRecord(ws->join, ws->side), "moe_forward: cudaEventRecord (join)");
+    }
+    DSV4_TRY(dsv4_cuda_moe_router(s, &a->router, T, a->logits, a->bias, a->tid2eid, a->token_ids, a->vocab, ws->idx,
+                                  ws->weights));
+    // the decode path walks the active-expert list; the count kernel writes it on the way
+    DSV4_TRY(dsv4_cuda_moe_permute_active(s, ws->idx, T, k, E, tile, &ws->layout, decode ? ws->active : NULL,
+                                          decode ? ws->n_active : NULL));
+
+    dsv4_cuda_act_nvfp4 xq;
+    if (a4) DSV4_TRY(quantize_x(s, a->x, T, w->D, w->l1_x_scale, &w->x_scales[0], ws->xq, ws->xsf, ws->xts, &xq));
+    dsv4_cuda_moe_gemm_args g;
+    memset(&g, 0, sizeof g);
+    g.w = &w->l1, g.x = a4 ? NULL : a->x, g.xq = a4 ? &xq : NULL, g.row_token = ws->layout.row_token;
+    g.layout = &ws->layout, g.tile = tile, g.rows = rows, g.active = ws->active, g.n_active = ws->n_active;
+    g.max_active = T * k < E ? T * k : E, g.bound = bound, g.y = ws->h, g.out = DSV4_CUDA_OUT_F32;
+    g.path = decode ? DSV4_LINEAR_DECODE : DSV4_LINEAR_PREFILL;
+    DSV4_TRY(dsv4_cuda_moe_grouped_linear(s, &g));
+
+    // SwiGLU over the layout rows (rows past offsets[E] and padding tiles are skipped)
+    dsv4_cuda_nvfp4_out q;
+    q.q = ws->aq, q.sf = ws->asf, q.layout = DSV4_SF_LINEAR;
+    q.mode = w->l2_static ? DSV4_ACT_SCALE_STATIC : DSV4_ACT_SCALE_DYNAMIC_TOKEN;
+    q.scale = w->l2_static ? w->l2.input_scale : ws->ats; // STATIC: per expert through tile_expert
+    dsv4_cuda_swiglu_args sw;
+    memset(&sw, 0, sizeof sw);
+    sw.h = ws->h, sw.h_dtype = DSV4_CUDA_F32, sw.rows = rows, sw.inter = w->I, sw.limit = a->limit;
+    sw.n_rows = &ws->layout.offsets[E];
+    sw.out = a4 ? NULL : ws->a, sw.out_dtype = DSV4_CUDA_BF16, sw.q = a4 ? &q : NULL;
+    sw.tile_expert = ws->layout.tile_expert, sw.tile = tile;
+    DSV4_TRY(dsv4_cuda_moe_swiglu(s, &sw));
+
+    // L2: x rows are the layout rows; a static per-expert input scale joins group_scale
+    dsv4_cuda_act_nvfp4 aq = {ws->aq, ws->asf, w->l2_static ? NULL : ws->ats, 1.0f};
+    g.w = &w->l2, g.x = a4 ? NULL : ws->a, g.xq = a4 ? &aq : NULL, g.row_token = NULL, g.y = ws->y;
+    g.group_scale = a4 && w->l2_static ? w->l2.global_in : NULL;
+    DSV4_TRY(dsv4_cuda_moe_grouped_linear(s, &g));
+
+    if (w->has_shared) DSV4_CUDA_TRY(cudaStreamWaitEvent(s, ws->join, 0), "moe_forward: cudaStreamWaitEvent (join)");
+    return dsv4_cuda_moe_combine(s, T, k, w->D, ws->y, DSV4_CUDA_F32, ws->idx, ws->layout.inv, ws->weights,
+                                 w->has_shared ? ws->ys : NULL, DSV4_CUDA_F32, a->out, a->out_dtype);
+}
