@@ -98,8 +98,8 @@ extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const d
         if (a->max_active > 65535) return dsv4_fail(DSV4_ERR_SHAPE, "moe_grouped_linear: max_active %d", a->max_active);
         // the token bucket: groups with more rows than the bucket loop inside the CTA
         p.M = a->bound < DSV4_CUDA_LINEAR_DECODE_MAX_M ? a->bound : DSV4_CUDA_LINEAR_DECODE_MAX_M;
-        // the decode kernel expands fp4 as e2m1 · 2^-14; the 2^14 is applied once, here
-        p.out_scale = act_scale * 16384.0f;
+        // (the decode kernel applies the power of two its exact BF16 expansion leaves itself)
+        p.out_scale = act_scale;
         const int64_t step = linear_decode_k_step(LIN_NVFP4, linear_decode_mt(p.M));
         p.k_per_split = (p.K + step - 1) / step * step; // one split: grouped mode has no split-K
         p.grouped = 1;
