@@ -39,6 +39,8 @@
 //
 // Grouped mode (MoE experts, p.grouped): blockIdx.z is an index into the device list of
 // active groups; see LinearGroups in linear_internal.cuh.
+#include <stdlib.h>
+
 #include "cuda/linear_expand.cuh"
 #include "cuda/linear_internal.cuh"
 
@@ -348,6 +350,263 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     }
 }
 
+// ---- v2: persistent CTAs with a per-warp cp.async ring (the default) ----
+//
+// Same tiles, K steps, expansion, fragment mapping, warp reduction and split-K semantics as
+// the kernel above; what changes is how the weight bytes reach the warp. The CTA loops over
+// items (item = row tile, times a token chunk in grouped mode; blockIdx.y is still the split),
+// item = blockIdx.x, blockIdx.x + gridDim.x, ...; in each item its warps take the K steps
+// round-robin as before. Every warp streams its own sequence of (item, step) through a
+// DECODE_STAGES-deep ring in shared memory: lane l copies its chunks (and the 4-byte word
+// holding its scale bytes) with cp.async into slots only it reads back, so a per-thread
+// cp.async.wait_group is the whole synchronisation (no barrier, no cross-lane data). While a
+// warp expands and multiplies stage i, stages i+1 .. i+STAGES-1 are in flight, including the
+// first steps of its next item while the CTA reduces the current one.
+//
+// Each output's sum order (K steps of a warp in order, warps in order, splits in order) is
+// a function of the plan only, not of which CTA runs the item, so the grid can follow the
+// device's SM count without changing a bit of the result.
+//
+// Scale bytes: cp.async copies 4, 8 or 16 aligned bytes, the scale bytes of a lane are 1
+// (MXFP4), 2 (NVFP4) or 1/4 (FP8 ue8m0/fp32) bytes at any such offset. The lane copies the
+// aligned word that holds them, with src-size cut so no byte past them is read (zero fill),
+// and selects its bytes by the address' low 2 bits (`sh`; constant over an item's steps for
+// NVFP4/MXFP4 since a K step is a multiple of 4 scale bytes). Rows past N and chunks past the
+// split's K end are zero-filled (src-size 0): zero payload and zero scale, as before.
+#define DECODE_STAGES 4
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async4(void *dst, const void *src, int src_bytes) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// Copies the aligned 4-byte word holding byte `a` (and, with two_bytes, byte a + 1; a is then
+// even): only the bytes up to the last wanted one are read, the rest of the word is zero.
+__device__ __forceinline__ void cp_async_scale(uint32_t *dst, const uint8_t *a, bool two_bytes, bool valid,
+                                               const void *dummy) {
+    const int sh = (int)((uintptr_t)a & 3u);
+    cp_async4(dst, valid ? (const void *)(a - sh) : dummy, valid ? sh + (two_bytes ? 2 : 1) : 0);
+}
+
+template <int FMT, int ACT, int MT>
+__global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode_v2(const LinearParams p) {
+    using S = DecodeShape<FMT, MT>;
+    constexpr int kC = 2 * S::kR; // chunks per lane per step (rows g and g+8 of each tile)
+    __shared__ __align__(16) uint4 ring_q[DECODE_WARPS][DECODE_STAGES][kC][32];
+    __shared__ uint32_t ring_s[DECODE_WARPS][DECODE_STAGES][kC][32];
+    __shared__ float red[DECODE_WARPS * S::kAcc * 32];
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
+
+    // this CTA's group (grouped mode) or the whole call
+    const uint8_t *w = p.w, *ws = p.w_scale;
+    int64_t y0 = 0;
+    int count = (int)p.M;
+    const int32_t *row_token = nullptr;
+    float factor = p.out_scale;
+    if (p.grouped) {
+        const LinearGroups &G = p.grp;
+        if ((int)blockIdx.z >= *G.n_active) return;
+        const int grp = G.active[blockIdx.z];
+        w = p.w + (int64_t)grp * G.w_stride;
+        ws = p.w_scale + (int64_t)grp * G.s_stride;
+        y0 = G.row_begin[grp];
+        count = G.row_count[grp];
+        row_token = G.row_token;
+        factor = p.out_scale * (G.group_scale ? G.group_scale[grp] : 1.0f);
+    }
+    const int64_t n_tiles = (p.N + S::kRowsPerCta - 1) / S::kRowsPerCta;
+    const int64_t n_chunks = p.grouped ? (count + MT - 1) / MT : 1; // groups larger than the bucket
+    const int64_t n_items = n_tiles * n_chunks;
+    const int64_t k_begin = (int64_t)blockIdx.y * p.k_per_split;
+    const int64_t k_end = k_begin + p.k_per_split < p.K ? k_begin + p.k_per_split : p.K;
+    const int64_t n_steps = (k_end - k_begin + S::kStep - 1) / S::kStep;
+    const int ns_w = n_steps > warp ? (int)((n_steps - warp + DECODE_WARPS - 1) / DECODE_WARPS) : 0; // per item
+    const int64_t row_bytes = FMT == LIN_FP8 ? p.K : p.K / 2;
+    const int64_t srow_bytes = FMT == LIN_NVFP4 ? p.K / 16 : p.K / 32; // fp4 scale row
+    const int64_t kblocks = (p.K + 127) / 128;
+
+    // ---- producer: the warp's (item, step) sequence, STAGES - 1 stages ahead ----
+    int64_t p_item = blockIdx.x;
+    int p_q = 0;
+    int p_slot = 0;
+    if (ns_w == 0) p_item = n_items; // nothing to load for this warp
+    auto produce = [&]() {
+        if (p_item < n_items) {
+            const int64_t row_base = (p_item % n_tiles) * S::kRowsPerCta;
+            const int64_t s = warp + (int64_t)p_q * DECODE_WARPS;
+            const int64_t k0 = k_begin + s * S::kStep;
+            const int64_t k = k0 + t * S::kElems;
+            const bool in = k < k_end;
+#pragma unroll
+            for (int r = 0; r < S::kR; r++) {
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int64_t row = row_base + 16 * r + g + 8 * h;
+                    const bool v = in && row < p.N;
+                    const uint8_t *src = w + row * row_bytes + (FMT == LIN_FP8 ? k : k / 2);
+                    cp_async16(&ring_q[warp][p_slot][2 * r + h][lane], v ? (const void *)src : (const void *)w, v ? 16 : 0);
+                    if (FMT != LIN_FP8)
+                        cp_async_scale(&ring_s[warp][p_slot][2 * r + h][lane],
+                                       ws + row * srow_bytes + (FMT == LIN_NVFP4 ? k / 16 : k / 32), FMT == LIN_NVFP4, v,
+                                       ws);
+                }
+                if (FMT == LIN_FP8) { // the step's block scale of tile r (one for the warp)
+                    const bool v = row_base + 16 * r < p.N;
+                    const int64_t si = (row_base + 16 * r) / 128 * kblocks + k0 / 128;
+                    if (p.w_scale_f32)
+                        cp_async4(&ring_s[warp][p_slot][2 * r][lane], v ? (const void *)(ws + 4 * si) : (const void *)ws,
+                                  v ? 4 : 0);
+                    else
+                        cp_async_scale(&ring_s[warp][p_slot][2 * r][lane], ws + si, false, v, ws);
+                }
+            }
+            if (++p_q == ns_w) {
+                p_q = 0;
+                p_item += gridDim.x;
+            }
+        }
+        cp_async_commit(); // possibly empty: keeps the group count uniform
+        p_slot = p_slot + 1 == DECODE_STAGES ? 0 : p_slot + 1;
+    };
+#pragma unroll
+    for (int i = 0; i < DECODE_STAGES - 1; i++) produce();
+
+    // ---- consumer ----
+    const float unit = decode_unit<FMT, ACT>();
+    int c_slot = 0;
+    for (int64_t item = blockIdx.x; item < n_items; item += gridDim.x) {
+        const int64_t tile = item % n_tiles, chunk = item / n_tiles;
+        const int64_t row_base = tile * S::kRowsPerCta;
+        const int64_t y_begin = y0 + chunk * MT;
+        const int m_count = count - (int)chunk * MT < MT ? count - (int)chunk * MT : MT;
+
+        int64_t xrow[S::kNT];
+#pragma unroll
+        for (int nt = 0; nt < S::kNT; nt++) {
+            const int m = nt * 8 + g;
+            const int64_t yr = y_begin + m;
+            xrow[nt] = m < m_count ? (row_token ? (int64_t)row_token[yr] : yr) : -1;
+        }
+        // the byte offset of each chunk's scale bytes in its copied word (fp4 formats)
+        uint32_t sh_all = 0;
+        if (FMT != LIN_FP8) {
+#pragma unroll
+            for (int c = 0; c < kC; c++) {
+                const int64_t row = row_base + 16 * (c / 2) + g + 8 * (c % 2);
+                const int64_t k = k_begin + warp * S::kStep + t * S::kElems; // any step: same low bits
+                const uint8_t *a = ws + row * srow_bytes + (FMT == LIN_NVFP4 ? k / 16 : k / 32);
+                sh_all |= (uint32_t)((uintptr_t)a & 3u) << (8 * c);
+            }
+        }
+
+        float acc[S::kR][S::kNT][4];
+#pragma unroll
+        for (int r = 0; r < S::kR; r++)
+#pragma unroll
+            for (int nt = 0; nt < S::kNT; nt++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) acc[r][nt][i] = 0.0f;
+
+        for (int q = 0; q < ns_w; q++) {
+            cp_async_wait<DECODE_STAGES - 2>(); // this lane's copies of stage c_slot have landed
+            produce();                          // refill the slot consumed last iteration
+            const int64_t s = warp + (int64_t)q * DECODE_WARPS;
+            const int64_t k = k_begin + s * S::kStep + t * S::kElems;
+
+            uint32_t a[S::kR][2][S::kPairs];
+#pragma unroll
+            for (int r = 0; r < S::kR; r++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    RawChunk rc;
+                    rc.q = ring_q[warp][c_slot][2 * r + h][lane];
+                    rc.s = 0;
+                    if (FMT != LIN_FP8) rc.s = ring_s[warp][c_slot][2 * r + h][lane] >> (8 * ((sh_all >> (8 * (2 * r + h))) & 3u));
+                    if (FMT == LIN_MXFP4) rc.s &= 0xffu;
+                    expand_w_chunk<FMT>(rc, a[r][h]); // NVFP4 takes bytes 0 and 1 of rc.s only
+                }
+
+            float fp8_scale[S::kR];
+            if (FMT == LIN_FP8) {
+                const int64_t kb = (k_begin + s * S::kStep) / 128;
+#pragma unroll
+                for (int r = 0; r < S::kR; r++) {
+                    const uint32_t word = ring_s[warp][c_slot][2 * r][lane];
+                    if (p.w_scale_f32) {
+                        fp8_scale[r] = __uint_as_float(word);
+                    } else {
+                        const int64_t si = (row_base + 16 * r) / 128 * kblocks + kb;
+                        const uint32_t sh = (uint32_t)((uintptr_t)(ws + si) & 3u);
+                        fp8_scale[r] = ue8m0_to_f32((word >> (8 * sh)) & 0xffu);
+                    }
+                }
+            }
+
+#pragma unroll
+            for (int nt = 0; nt < S::kNT; nt++) {
+                uint32_t b[S::kPairs];
+                load_act_chunk<FMT, ACT>(p, xrow[nt], k, k_end, b);
+#pragma unroll
+                for (int r = 0; r < S::kR; r++) {
+                    float d[4];
+#pragma unroll
+                    for (int i = 0; i < 4; i++) d[i] = FMT == LIN_FP8 ? 0.0f : acc[r][nt][i];
+#pragma unroll
+                    for (int j = 0; j < S::kMmas; j++) {
+                        const uint32_t af[4] = {a[r][0][2 * j], a[r][1][2 * j], a[r][0][2 * j + 1], a[r][1][2 * j + 1]};
+                        const uint32_t bf[2] = {b[2 * j], b[2 * j + 1]};
+                        mma_bf16_16816(d, af, bf);
+                    }
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                        acc[r][nt][i] = FMT == LIN_FP8 ? fmaf(d[i], fp8_scale[r], acc[r][nt][i]) : d[i];
+                }
+            }
+            c_slot = c_slot + 1 == DECODE_STAGES ? 0 : c_slot + 1;
+        }
+
+        // Add the warps' sums in warp order (as the kernel above). red: [DECODE_WARPS][kAcc][32]
+#pragma unroll
+        for (int r = 0; r < S::kR; r++)
+#pragma unroll
+            for (int nt = 0; nt < S::kNT; nt++)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    red[((warp * S::kAcc) + (r * S::kNT + nt) * 4 + i) * 32 + lane] = acc[r][nt][i];
+        __syncthreads();
+        for (int o = threadIdx.x; o < S::kAcc * 32; o += DECODE_THREADS) {
+            float sum = 0.0f;
+            for (int wi = 0; wi < DECODE_WARPS; wi++) sum += red[wi * S::kAcc * 32 + o];
+            const int ln = o % 32, slot = o / 32;
+            const int i = slot % 4, nt = (slot / 4) % S::kNT, r = slot / 4 / S::kNT;
+            const int m = nt * 8 + 2 * (ln % 4) + (i & 1);
+            const int64_t row = row_base + 16 * r + ln / 4 + (i >= 2 ? 8 : 0);
+            if (m >= m_count || row >= p.N) continue;
+            const int64_t yr = y_begin + m;
+            sum *= unit; // exact: a power of two
+            if (gridDim.y > 1) {
+                p.partials[((int64_t)blockIdx.y * p.M + yr) * p.N + row] = sum;
+            } else {
+                float f = factor;
+                if (p.token_scales) f *= p.token_scales[row_token ? row_token[yr] : yr];
+                linear_store(p, yr, row, sum * f);
+            }
+        }
+        __syncthreads(); // red is reused by the next item
+    }
+    cp_async_wait<0>(); // only empty groups can be left; nothing outlives the CTA
+}
+
 int linear_decode_mt(int64_t M) {
     int mt = 8;
     while (mt < M) mt *= 2;
@@ -366,6 +625,29 @@ int linear_decode_k_step(int fmt, int mt) {
 
 int linear_decode_warps(void) { return DECODE_WARPS; }
 
+// DSV4_DECODE_V1=1 selects the first decode kernel (A/B benchmarks); v2 is the default.
+static bool decode_use_v1(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("DSV4_DECODE_V1");
+        v = e && e[0] == '1';
+    }
+    return v == 1;
+}
+
+// SMs of the current device (cached per device; only the grid size depends on it).
+static int decode_sm_count(void) {
+    static int cached[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
+    if (cached[dev] == 0) {
+        int n = 0;
+        if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n < 1) n = 132;
+        cached[dev] = n;
+    }
+    return cached[dev];
+}
+
 template <int FMT, int ACT, int MT>
 static dsv4_status launch_mt(const LinearParams &p, int splits, cudaStream_t s) {
     using S = DecodeShape<FMT, MT>;
@@ -373,9 +655,27 @@ static dsv4_status launch_mt(const LinearParams &p, int splits, cudaStream_t s) 
                   "linear_decode_rows_per_cta / linear_decode_k_step");
     const unsigned gz = p.grouped ? (unsigned)p.grp.max_active : 1u;
     if (gz == 0) return DSV4_OK;
-    const dim3 grid((unsigned)((p.N + S::kRowsPerCta - 1) / S::kRowsPerCta), (unsigned)splits, gz);
-    linear_decode<FMT, ACT, MT><<<grid, DECODE_THREADS, 0, s>>>(p);
-    DSV4_CUDA_LAUNCHED("linear_decode launch");
+    const int64_t n_tiles = (p.N + S::kRowsPerCta - 1) / S::kRowsPerCta;
+    if (decode_use_v1()) {
+        const dim3 grid((unsigned)n_tiles, (unsigned)splits, gz);
+        linear_decode<FMT, ACT, MT><<<grid, DECODE_THREADS, 0, s>>>(p);
+        DSV4_CUDA_LAUNCHED("linear_decode launch");
+        return DSV4_OK;
+    }
+    // v2: about one wave of resident CTAs (DECODE_MIN_CTAS per SM: the launch bounds cap the
+    // registers for it and the static shared memory, <= 48 KB per CTA, fits it), each looping
+    // over tiles; the result does not depend on the grid (see above). No runtime API call but
+    // two cached device queries, so this is safe inside a stream capture.
+    const int per_sm = DECODE_MIN_CTAS;
+    const int64_t resident = (int64_t)decode_sm_count() * per_sm;
+    const int64_t others = (int64_t)splits * gz; // CTAs along y and z (grouped: an upper bound)
+    int64_t want = (resident + others - 1) / others;
+    if (want < 1) want = 1;
+    const int64_t per_cta = (n_tiles + want - 1) / want; // tiles per CTA, then spread them evenly
+    const int64_t gx = (n_tiles + per_cta - 1) / per_cta;
+    const dim3 grid((unsigned)gx, (unsigned)splits, gz);
+    linear_decode_v2<FMT, ACT, MT><<<grid, DECODE_THREADS, 0, s>>>(p);
+    DSV4_CUDA_LAUNCHED("linear_decode_v2 launch");
     return DSV4_OK;
 }
 
