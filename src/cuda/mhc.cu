@@ -10,11 +10,12 @@
 //     block stages 256-wide slices of fn in shared memory and each lane reads them as
 //     warp-uniform 16-byte broadcasts, so fn is read from L2 once per 256 tokens (not once
 //     per 4 as the decode kernel would) and each fn value feeds 32 FMAs per load.
-// hc_pre, launch 2 (k_hc_pre_finish, one block per token): each warp adds the partials of
-// some of the NV values (lanes over chunks, then a shuffle tree: a fixed order, so the
-// result repeats bit for bit), applies the RMS factor, one thread does the sigmoids and
-// Sinkhorn (16 values for hc = 4: cheaper than any parallel scheme), then the block
-// collapses the streams into shared memory (loads batched 4 deep so a thread has 4*hc in
+// hc_pre, launch 2 (k_hc_pre_finish, two blocks per token): in both, each warp adds the
+// partials of some of the NV values (lanes over chunks, then a shuffle tree: a fixed order,
+// so the result repeats bit for bit) and applies the RMS factor. The "mixer" block's first
+// warp then computes post and runs Sinkhorn with a lane per comb element (a single thread
+// doing it serially cost ~40 us per decode token); the "row" block, at the same time,
+// computes pre and collapses the streams into shared memory (loads batched 4 deep so a thread has 4*hc in
 // flight), reduces the sum of squares and emits the weighted RMSNorm (+ NVFP4).
 // hc_post: one thread per (token, element), all hc output streams.
 #include <limits.h>
@@ -151,48 +152,48 @@ __global__ void __launch_bounds__(TOK_THREADS) k_hc_mix_tokens(const void *X, in
 
 __device__ __forceinline__ float sigmoid_ref(float x) { return f_div(1.0f, f_add(1.0f, expf(-x))); }
 
-// dsv4_cpu_hc_sinkhorn, operation for operation (c in registers: HC is a constant).
+// dsv4_cpu_hc_sinkhorn spread over the lanes of one warp: lane L (clamped to HC*HC-1, so all
+// 32 lanes run the shuffles) holds element (i, j) = (L / HC, L % HC) and fetches its row or
+// column by shuffles, then adds them in the CPU's order (from 0, index ascending) and does
+// its one division. Every value is produced by the same operations as the sequential
+// reference, so the result is the same bit for bit. Why not one thread: ~700 IEEE divisions
+// each behind a slow-path branch, one at a time, cost ~40 us per token on an H100 (ncu).
 template <int HC>
-__device__ void sinkhorn(float c[HC * HC], int iters, float eps) {
+__device__ float sinkhorn_lane(float c, int iters, float eps) {
+    const int L = min((int)(threadIdx.x & 31), HC * HC - 1), i = L / HC, j = L - i * HC;
+    float r[HC];
 #pragma unroll
-    for (int i = 0; i < HC; i++) {
-        float mx = c[i * HC];
+    for (int k = 0; k < HC; k++) r[k] = __shfl_sync(0xffffffffu, c, i * HC + k);
+    float mx = r[0];
 #pragma unroll
-        for (int j = 1; j < HC; j++) mx = fmaxf(mx, c[i * HC + j]);
-        float sum = 0.0f;
+    for (int k = 1; k < HC; k++) mx = fmaxf(mx, r[k]);
+    float sum = 0.0f;
 #pragma unroll
-        for (int j = 0; j < HC; j++) {
-            c[i * HC + j] = expf(c[i * HC + j] - mx);
-            sum = f_add(sum, c[i * HC + j]);
-        }
-#pragma unroll
-        for (int j = 0; j < HC; j++) c[i * HC + j] = f_add(f_div(c[i * HC + j], sum), eps);
-    }
+    for (int k = 0; k < HC; k++) sum = f_add(sum, expf(r[k] - mx)); // r[j] == c: same expf as below
+    c = f_add(f_div(expf(c - mx), sum), eps);
     for (int it = 0; it < iters; it++) {
-        if (it > 0) {
+        if (it > 0) { // rows
 #pragma unroll
-            for (int i = 0; i < HC; i++) {
-                float s = 0.0f;
-#pragma unroll
-                for (int j = 0; j < HC; j++) s = f_add(s, c[i * HC + j]);
-#pragma unroll
-                for (int j = 0; j < HC; j++) c[i * HC + j] = f_div(c[i * HC + j], f_add(s, eps));
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < HC; j++) {
+            for (int k = 0; k < HC; k++) r[k] = __shfl_sync(0xffffffffu, c, i * HC + k);
             float s = 0.0f;
 #pragma unroll
-            for (int i = 0; i < HC; i++) s = f_add(s, c[i * HC + j]);
-#pragma unroll
-            for (int i = 0; i < HC; i++) c[i * HC + j] = f_div(c[i * HC + j], f_add(s, eps));
+            for (int k = 0; k < HC; k++) s = f_add(s, r[k]);
+            c = f_div(c, f_add(s, eps));
         }
+#pragma unroll
+        for (int k = 0; k < HC; k++) r[k] = __shfl_sync(0xffffffffu, c, k * HC + j); // column j
+        float s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < HC; k++) s = f_add(s, r[k]);
+        c = f_div(c, f_add(s, eps));
     }
+    return c;
 }
 
 typedef struct hc_finish_args {
     const void *X;
     int x_dtype, T, D, n_chunks, iters;
+    int rows; // row blocks (T, or T padded to 128 for a swizzled scale layout); mixer blocks follow
     const float *partial, *base, *scale;
     float rms_eps, hc_eps;
     float *post, *comb, *x_out;
@@ -206,9 +207,13 @@ typedef struct hc_finish_args {
 template <int HC>
 __global__ void __launch_bounds__(FINISH_THREADS) k_hc_pre_finish(hc_finish_args a) {
     constexpr int NMIX = (2 + HC) * HC, NV = NMIX + 1;
-    extern __shared__ float xs[]; // [D] collapsed x
+    extern __shared__ __align__(16) float xs[]; // [D] collapsed x
     __shared__ float sh[33], sums[NV], pre_s[HC];
-    const int t = blockIdx.x;
+    // Blocks [0, a.rows) are rows (pre, collapse, norm; padding rows of a swizzled layout
+    // past T); block a.rows + t computes token t's post and comb, so the latency-bound
+    // Sinkhorn runs beside the norm of the same token instead of before it.
+    const bool mixer = (int)blockIdx.x >= a.rows;
+    const int t = mixer ? (int)blockIdx.x - a.rows : (int)blockIdx.x;
     if (t >= a.T) { // padding row of a swizzled scale layout
         nvfp4_zero_pad(&a.q, t, a.D / 16, 1);
         return;
@@ -225,24 +230,22 @@ __global__ void __launch_bounds__(FINISH_THREADS) k_hc_pre_finish(hc_finish_args
         }
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-        const float n = (float)(HC * a.D);
-        const float inv = f_div(1.0f, f_sqrt(f_add(f_div(sums[NMIX], n), a.rms_eps)));
-        float c[HC * HC];
-#pragma unroll
-        for (int j = 0; j < HC; j++) {
-            float pre = f_add(sigmoid_ref(f_add(f_mul(f_mul(sums[j], inv), a.scale[0]), a.base[j])), a.hc_eps);
-            pre_s[j] = pre;
-            float po = f_mul(2.0f, sigmoid_ref(f_add(f_mul(f_mul(sums[HC + j], inv), a.scale[1]), a.base[HC + j])));
-            a.post[(int64_t)t * HC + j] = po;
+    const float inv = f_div(1.0f, f_sqrt(f_add(f_div(sums[NMIX], (float)(HC * a.D)), a.rms_eps)));
+    if (mixer) {
+        if (threadIdx.x >= 32) return; // one warp: post (lanes < HC) and Sinkhorn (all lanes)
+        const int lane = threadIdx.x, L = min(lane, HC * HC - 1);
+        if (lane < HC) {
+            float po = f_mul(2.0f, sigmoid_ref(f_add(f_mul(f_mul(sums[HC + lane], inv), a.scale[1]), a.base[HC + lane])));
+            a.post[(int64_t)t * HC + lane] = po;
         }
-#pragma unroll
-        for (int i = 0; i < HC * HC; i++)
-            c[i] = f_add(f_mul(f_mul(sums[2 * HC + i], inv), a.scale[2]), a.base[2 * HC + i]);
-        sinkhorn<HC>(c, a.iters, a.hc_eps);
-#pragma unroll
-        for (int i = 0; i < HC * HC; i++) a.comb[(int64_t)t * HC * HC + i] = c[i];
+        float c = f_add(f_mul(f_mul(sums[2 * HC + L], inv), a.scale[2]), a.base[2 * HC + L]);
+        c = sinkhorn_lane<HC>(c, a.iters, a.hc_eps);
+        if (lane < HC * HC) a.comb[(int64_t)t * HC * HC + lane] = c;
+        return;
     }
+    if (threadIdx.x < HC)
+        pre_s[threadIdx.x] =
+            f_add(sigmoid_ref(f_add(f_mul(f_mul(sums[threadIdx.x], inv), a.scale[0]), a.base[threadIdx.x])), a.hc_eps);
     __syncthreads();
     float ss = 0.0f;
     const int64_t xbase = (int64_t)t * HC * a.D;
@@ -341,8 +344,8 @@ static dsv4_status launch_pre(cudaStream_t stream, const dsv4_cuda_hc_dims *d, i
     f.iters = d->sinkhorn_iters, f.partial = (const float *)a->workspace, f.base = a->base, f.scale = a->scale;
     f.rms_eps = d->norm_eps, f.hc_eps = d->hc_eps, f.post = a->post, f.comb = a->comb, f.x_out = a->x;
     f.w = a->norm_w, f.w_eps = a->norm_eps, f.y = a->y, f.y_dtype = (int)a->y_dtype, f.q = *q;
-    int grid2 = q->swizzled ? (T + 127) / 128 * 128 : T;
-    k_hc_pre_finish<HC><<<grid2, FINISH_THREADS, (size_t)d->dim * sizeof(float), stream>>>(f);
+    f.rows = q->swizzled ? (T + 127) / 128 * 128 : T;
+    k_hc_pre_finish<HC><<<f.rows + T, FINISH_THREADS, (size_t)d->dim * sizeof(float), stream>>>(f);
     DSV4_CUDA_LAUNCHED("hc_pre: finish kernel");
     return DSV4_OK;
 }

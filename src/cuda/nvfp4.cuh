@@ -298,7 +298,7 @@ __device__ __forceinline__ void nvfp4_zero_pad(const nvfp4_dst *d, int64_t r, in
         d->sf[nvfp4_sf_index(1, r, c, kb)] = 0;
 }
 
-// The tail of every fused RMSNorm: from the staged fp32 row xs[dim] and inv = rsqrt(...),
+// The tail of every fused RMSNorm: from the staged fp32 row xs[dim] (16-byte aligned) and inv = rsqrt(...),
 // y[i] = w[i] * (xs[i] * inv) (w NULL: xs[i] * inv), written to `out` (optional) in
 // out_dtype and, when d->q is set, quantized to NVFP4 from the BF16-rounded y (what an
 // unfused RMSNorm -> BF16 -> quantize pipeline sees). All threads of the block must call it.
@@ -332,11 +332,19 @@ static __device__ void emit_norm_row(const float *xs, int dim, float inv, const 
         float wv[16];
 #pragma unroll
         for (int k = 0; k < 16; k++) wv[k] = w ? __ldg(w + c * 16 + k) : 1.0f;
+        // xs read as 16-byte words (xs is 16-byte aligned, c*16 floats in): lanes 64 bytes
+        // apart conflict 4 ways instead of 16 ways for scalar reads.
+        float xv[16];
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float4 f = ((const float4 *)(xs + c * 16))[k];
+            xv[4 * k] = f.x, xv[4 * k + 1] = f.y, xv[4 * k + 2] = f.z, xv[4 * k + 3] = f.w;
+        }
         float v[16];
 #pragma unroll
         for (int k = 0; k < 16; k++) {
             int64_t i = c * 16 + k;
-            float n = f_mul(xs[i], inv);
+            float n = f_mul(xv[k], inv);
             float y = w ? f_mul(wv[k], n) : n;
             if (out) store_elem(out, out_dtype, r * dim + i, y);
             v[k] = bf16_round(y);
