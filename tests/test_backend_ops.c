@@ -3,7 +3,7 @@
  * test-backend-ops in spirit. Each case uploads the same bytes to both backends, runs the op
  * on both, downloads, and compares with the tolerance the op's GPU test documents:
  *   quantize_nvfp4, hc_post, moe_permute, moe_combine, router ids   bit-exact
- *   rmsnorm          |d| <= 1e-5 (1 + |ref|) (+ 2^-8 |ref| for BF16 out)  test_gpu_norm_mhc.c
+ *   rmsnorm          |d| <= 1e-5 (1 + |ref|) (+ 2^-7 |ref| for BF16 out: one BF16 ulp)
  *   hc_pre           |d| <= 3e-5 (1 + |ref|) on post, comb, x, y          test_gpu_norm_mhc.c
  *   NVFP4 outputs of the fused ops (rmsnorm, hc_pre, swiglu): bit-exact with the CPU quantizer
  *                    on the backend's own normed / activated values (a 1e-6 difference may
@@ -159,11 +159,13 @@ static int64_t ulps(float a, float b) {
     return d < 0 ? -d : d;
 }
 
-/* |test - ref| <= rel (1 + |ref|) (+ 2^-8 |ref| when BF16), both read from b->host. */
+/* |test - ref| <= rel (1 + |ref|) (+ 2^-7 |ref| when BF16: both sides are BF16-rounded, so a
+ * sum-order difference of one fp32 ulp can flip one rounding, which is one BF16 ulp, up to
+ * 2^-7 relative at the bottom of a binade), both read from b->host. */
 static int near(tctx *c, const char *what, mbuf *b, size_t n, int bf16, double rel) {
     for (size_t i = 0; i < n; i++) {
         double r = val(b->host[0], i, bf16), t = val(b->host[1], i, bf16);
-        double tol = rel * (1.0 + fabs(r)) + (bf16 ? ldexp(fabs(r), -8) : 0.0);
+        double tol = rel * (1.0 + fabs(r)) + (bf16 ? ldexp(fabs(r), -7) : 0.0);
         if (!(fabs(t - r) <= tol)) return failf(c, "%s[%zu]: %s %.9g, cpu %.9g", what, i, dsv4_backend_name(c->be[1]), t, r);
     }
     return 1;

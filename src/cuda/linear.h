@@ -35,6 +35,10 @@ typedef struct dsv4_cuda_weight {
     size_t bytes;         /* payload + scale bytes on the device */
 } dsv4_cuda_weight;
 
+/* Bytes every device weight allocation keeps after its scale table (the decode kernel reads
+ * scales as aligned 4-byte words); allocators of stacked weights add it too. */
+#define DSV4_CUDA_WEIGHT_TAIL 16
+
 /* Copies a host weight (e.g. mmapped checkpoint bytes) to one device allocation. Validates the
  * format, shape and scale dtype first; errors name the tensor (w->src->name). */
 dsv4_status dsv4_cuda_weight_upload(const dsv4_weight *w, dsv4_cuda_weight *out);

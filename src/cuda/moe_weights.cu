@@ -173,7 +173,7 @@ extern "C" dsv4_status dsv4_cuda_moe_weights_upload(const dsv4_cpu_expert *exper
         return dsv4_fail(DSV4_ERR_SHAPE, "moe weights: D = %lld, I = %lld, shared I = %lld must be multiples of 32",
                          (long long)D, (long long)I, (long long)Is);
     out->E = E, out->D = (int)D, out->I = (int)I, out->Is = (int)Is, out->has_shared = shared != NULL;
-    size_t total = stack_bytes(E, 2 * I, D) + stack_bytes(E, D, I) + 256;
+    size_t total = stack_bytes(E, 2 * I, D) + stack_bytes(E, D, I) + 256 + DSV4_CUDA_WEIGHT_TAIL;
     if (shared) total += stack_bytes(1, 2 * Is, D) + stack_bytes(1, D, Is);
     char op[128];
     snprintf(op, sizeof op, "moe weights upload: cudaMalloc(%zu bytes)", total);
