@@ -554,6 +554,7 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
 
 #pragma unroll
             for (int nt = 0; nt < S::kNT; nt++) {
+                if (nt * 8 >= m_count) continue; // token tiles past this chunk's rows (uniform per CTA)
                 uint32_t b[S::kPairs];
                 load_act_chunk<FMT, ACT>(p, xrow[nt], k, k_end, b);
 #pragma unroll
