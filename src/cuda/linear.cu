@@ -222,15 +222,7 @@ extern "C" dsv4_status dsv4_cuda_linear(const dsv4_cuda_linear_args *a, cudaStre
     p.w = w->data;
     p.w_scale = w->scale;
     p.w_scale_f32 = w->scale_f32;
-    p.x = static_cast<const __nv_bfloat16 *>(a->x);
-    if (a->xq) {
-        p.xq = a->xq->q;
-        p.xq_scale = a->xq->scale;
-        p.token_scales = a->xq->token_scales;
-    }
-    p.y = a->y;
-    p.out_bf16 = a->out == DSV4_CUDA_OUT_BF16;
-    const float act_scale = a->xq && !a->xq->token_scales ? a->xq->input_scale : 1.0f;
+    const float act_scale = linear_params_set_io(p, a->x, a->xq, a->y, a->out);
     const float global = w->format == DSV4_WF_NVFP4 ? w->global_scale : 1.0f;
 
     dsv4_cuda_linear_path path = a->path;

@@ -89,6 +89,22 @@ __device__ __forceinline__ void linear_store(const LinearParams &p, int64_t m, i
         static_cast<float *>(p.y)[m * p.N + n] = v;
 }
 
+// The activation and output fields of a parameter block, and the per-tensor input scale of
+// NVFP4 activations (1 when they carry per-token scales or are BF16): shared by
+// dsv4_cuda_linear and the MoE grouped linear.
+static inline float linear_params_set_io(LinearParams &p, const void *x, const dsv4_cuda_act_nvfp4 *xq, void *y,
+                                         dsv4_cuda_out out) {
+    p.x = static_cast<const __nv_bfloat16 *>(x);
+    if (xq) {
+        p.xq = xq->q;
+        p.xq_scale = xq->scale;
+        p.token_scales = xq->token_scales;
+    }
+    p.y = y;
+    p.out_bf16 = out == DSV4_CUDA_OUT_BF16;
+    return xq && !xq->token_scales ? xq->input_scale : 1.0f;
+}
+
 // ---- launchers (host, C++ linkage; linear.cu validates arguments before calling them) ----
 
 // Decode: tokens per pass bucket (1, 2, 4, 8, 16, 32, 64) for M.

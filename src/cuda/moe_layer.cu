@@ -59,8 +59,9 @@ extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const d
     if (w->cols % 16 || w->rows < 1 || a->rows < 0 || a->tile < 1 || a->bound < 0)
         return dsv4_fail(DSV4_ERR_SHAPE, "moe_grouped_linear: bad sizes N=%lld K=%lld rows=%lld tile=%d bound=%d",
                          (long long)w->rows, (long long)w->cols, (long long)a->rows, a->tile, a->bound);
-    if ((a->x && !aligned(a->x, 16)) || (a->xq && !aligned(a->xq->q, 8)) || !aligned(a->y, 16))
-        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_grouped_linear: x and y need 16-byte, NVFP4 x 8-byte alignment");
+    /* 16 for NVFP4 x too: the decode kernel reads each lane's 32 packed values as one 16-byte load */
+    if ((a->x && !aligned(a->x, 16)) || (a->xq && !aligned(a->xq->q, 16)) || !aligned(a->y, 16))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_grouped_linear: x (BF16 or NVFP4) and y need 16-byte alignment");
     if (a->rows == 0 || a->bound == 0) return DSV4_OK;
     DSV4_TRY(dsv4_cuda_linear_init());
 
@@ -71,15 +72,7 @@ extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const d
     p.K = w->cols;
     p.w = w->data;
     p.w_scale = w->scale;
-    p.x = static_cast<const __nv_bfloat16 *>(a->x);
-    if (a->xq) {
-        p.xq = a->xq->q;
-        p.xq_scale = a->xq->scale;
-        p.token_scales = a->xq->token_scales;
-    }
-    p.y = a->y;
-    p.out_bf16 = a->out == DSV4_CUDA_OUT_BF16;
-    const float act_scale = a->xq && !a->xq->token_scales ? a->xq->input_scale : 1.0f;
+    const float act_scale = linear_params_set_io(p, a->x, a->xq, a->y, a->out);
     p.grp.row_begin = a->layout->offsets;
     p.grp.row_count = a->layout->counts;
     p.grp.row_token = a->row_token;
