@@ -76,7 +76,7 @@ test: all
 	DSV4_CLI=./$(CLI) ./$(RUNNER) $(T)
 
 # Benchmarks (GPU programs printing JSON); built with `make bench`, run on a GPU machine.
-$(BUILD)/bench_%: $(BUILD)/obj/bench/bench_%.o $(LIB_A)
+$(BUILD)/bench_%: $(BUILD)/obj/bench/bench_%.o $(BUILD)/obj/bench/stream_read.o $(LIB_A)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 bench: $(BENCH)
 

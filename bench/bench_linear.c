@@ -16,6 +16,7 @@
 #include <cuda_runtime_api.h>
 
 #include "bench_common.h"
+#include "stream_read.h"
 #include "cuda/device.h"
 #include "cuda/linear.h"
 #include "format/fp.h"
@@ -101,6 +102,8 @@ static void fill_weight(dsv4_weight *w, dsv4_wformat f, int64_t N, int64_t K, ui
     w->global_scale = f == DSV4_WF_NVFP4 ? 1.0f / 1024 : 1.0f;
 }
 
+static int sm_count = 132;
+
 static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, double copy_gbs) {
     const int64_t M = c->M, N = c->N, K = c->K;
     dsv4_weight hw;
@@ -157,6 +160,25 @@ static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, do
     cudaGraphExecDestroy(ge);
     cudaGraphDestroy(g);
 
+    /* decode: a kernel that only reads the same weight bytes, in the same graph setup */
+    double t_read = 0;
+    if (M <= DSV4_CUDA_LINEAR_DECODE_MAX_M) {
+        void *sink;
+        BENCH_CU(cudaMalloc(&sink, (size_t)sm_count * 8 * 4));
+        BENCH_CU(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+        for (int i = 0; i < copies; i++)
+            if (bench_stream_read(w[i].data, w[i].bytes, sink, sm_count, st)) {
+                fprintf(stderr, "bench_linear: stream_read launch failed\n");
+                exit(1);
+            }
+        BENCH_CU(cudaStreamEndCapture(st, &g));
+        BENCH_CU(cudaGraphInstantiate(&ge, g, 0));
+        t_read = time_graph(ge, st) / copies * 1e-3;
+        cudaGraphExecDestroy(ge);
+        cudaGraphDestroy(g);
+        cudaFree(sink);
+    }
+
     /* cuBLAS BF16 baseline, y[M, N] = x · Wᵀ with W BF16 [N, K]. In cuBLAS column-major terms:
      * C[N, M] (ldc N) = op(A) · B with A = W seen as K x N (lda K, op T) and B = x seen as K x M. */
     const size_t wb16 = (size_t)(N * K) * 2;
@@ -193,11 +215,11 @@ static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, do
            "\"path\": \"%s\", \"weight_copies\": %d, \"time_us\": %.3f, \"bytes\": %.0f, \"gbs\": %.1f, "
            "\"tflops\": %.2f, \"copy_bw_gbs\": %.1f, \"frac_of_copy_bw\": %.3f, "
            "\"cublas_bf16_time_us\": %.3f, \"cublas_bf16_gbs\": %.1f, \"cublas_bf16_tflops\": %.2f, "
-           "\"speedup_vs_cublas\": %.3f}\n",
+           "\"speedup_vs_cublas\": %.3f, \"read_only_us\": %.3f, \"pdl\": %d}\n",
            c->name, (long long)M, (long long)N, (long long)K, dsv4_wformat_name(c->f), c->w4a4 ? "W4A4" : "W4A16",
            path_name(c), copies, t * 1e6, bytes, bytes / t / 1e9,
            flops / t / 1e12, copy_gbs, bytes / t / 1e9 / copy_gbs, tb * 1e6, bytes_cublas / tb / 1e9,
-           flops / tb / 1e12, tb / t);
+           flops / tb / 1e12, tb / t, t_read * 1e6, dsv4_cuda_pdl_enabled());
     fflush(stdout);
 
     for (int i = 0; i < bcopies; i++) cudaFree(wbf[i]);
@@ -215,7 +237,9 @@ static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, do
     free(hwb);
 }
 
-int main(void) {
+/* bench_linear [max_M]: only the cases with M <= max_M (default: all). */
+int main(int argc, char **argv) {
+    const int64_t max_m = argc > 1 ? atoll(argv[1]) : INT64_MAX;
     int n = 0;
     if (dsv4_cuda_device_count(&n) != DSV4_OK || n == 0) {
         fprintf(stderr, "bench_linear: no GPU\n");
@@ -225,6 +249,7 @@ int main(void) {
     BENCH_OK(dsv4_cuda_device_info(0, &info));
     fprintf(stderr, "bench_linear on %s (sm_%d%d, %d SMs, L2 %zu MB)\n", info.name, info.cc_major, info.cc_minor,
             info.sm_count, info.l2_bytes >> 20);
+    sm_count = info.sm_count;
     BENCH_OK(dsv4_cuda_linear_init());
     cudaStream_t st;
     BENCH_CU(cudaStreamCreate(&st));
@@ -263,7 +288,8 @@ int main(void) {
         {"square", 4096, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_PREFILL},
         {"wq_b", 4096, 32768, 1024, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},   {"wo_b", 4096, 4096, 8192, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], cb, st, copy_gbs);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (cases[i].M <= max_m) run_case(&cases[i], cb, st, copy_gbs);
     cublasDestroy(cb);
     cudaFree(cb_ws);
     cudaStreamDestroy(st);

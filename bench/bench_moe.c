@@ -169,7 +169,9 @@ static void run_batch(const char *router, int T, const float *h_logits, const fl
     }
 }
 
-int main(void) {
+/* bench_moe [max_tokens]: only the batches up to max_tokens (default: all). */
+int main(int argc, char **argv) {
+    const long max_t = argc > 1 ? atol(argv[1]) : 1L << 30;
     bench_require_gpu();
     cudaStream_t st;
     BENCH_CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -238,6 +240,7 @@ int main(void) {
     static const int batches[] = {1, 4, 16, 64, 256, 1024, 4096, 16384};
     for (int r = 0; r < 2; r++)
         for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
+            if (batches[b] > max_t) continue;
             fa.logits = r ? dl_skew : dl_spread;
             run_batch(r ? "skewed" : "spread", batches[b], r ? hl_skew : hl_spread, fa.logits, &fa, &ba, st, copy_gbs, &w);
         }

@@ -20,6 +20,15 @@ extern "C" dsv4_status dsv4_cuda_check(cudaError_t err, const char *op) {
                      cudaGetErrorString(err));
 }
 
+extern "C" int dsv4_cuda_pdl_enabled(void) {
+    static int v = -1; // benign race: every thread computes the same value
+    if (v < 0) {
+        const char *e = getenv("DSV4_PDL");
+        v = !(e && e[0] == '0');
+    }
+    return v;
+}
+
 extern "C" dsv4_status dsv4_cuda_device_count(int *count) {
     *count = 0;
     cudaError_t err = cudaGetDeviceCount(count);

@@ -18,6 +18,9 @@ typedef struct dsv4_device_info {
 /* Number of usable GPUs; 0 (and DSV4_OK) when there is no GPU or no driver. */
 dsv4_status dsv4_cuda_device_count(int *count);
 dsv4_status dsv4_cuda_device_info(int device, dsv4_device_info *info);
+/* 1 unless the environment has DSV4_PDL=0: kernels that support programmatic dependent
+ * launch are then launched the ordinary way (A/B benchmarks; common.cuh). */
+int dsv4_cuda_pdl_enabled(void);
 
 #ifdef __CUDACC__
 dsv4_status dsv4_cuda_check(cudaError_t err, const char *op);

@@ -161,6 +161,8 @@ extern "C" size_t dsv4_cuda_linear_workspace_bytes(const dsv4_cuda_weight *w, in
 #define REDUCE_THREADS 256
 
 __global__ void __launch_bounds__(REDUCE_THREADS) linear_splitk_reduce(const LinearParams p, int splits) {
+    pdl_launch_dependents();
+    pdl_wait(); // the partials come from the decode kernel just before
     const int64_t total = p.M * p.N;
     for (int64_t i = (int64_t)blockIdx.x * REDUCE_THREADS + threadIdx.x; i < total; i += (int64_t)gridDim.x * REDUCE_THREADS) {
         float s = 0.0f;
@@ -265,8 +267,9 @@ extern "C" dsv4_status dsv4_cuda_linear(const dsv4_cuda_linear_args *a, cudaStre
             const int64_t total = p.M * p.N;
             int64_t blocks = (total + REDUCE_THREADS - 1) / REDUCE_THREADS;
             if (blocks > 4096) blocks = 4096;
-            linear_splitk_reduce<<<(unsigned)blocks, REDUCE_THREADS, 0, stream>>>(p, pl.splits);
-            DSV4_CUDA_LAUNCHED("linear_splitk_reduce launch");
+            DSV4_CUDA_TRY(dsv4_launch_pdl(linear_splitk_reduce, dim3((unsigned)blocks), dim3(REDUCE_THREADS), 0, stream, p,
+                                          pl.splits),
+                          "linear_splitk_reduce launch");
         }
         return DSV4_OK;
     }

@@ -7,8 +7,8 @@
 // partial sums in a fixed order at the end (shared memory). One K step of a warp: each lane
 // loads one 16-byte chunk (32 fp4 or 16 fp8 elements) of rows g and g+8 of every tile
 // (g = lane / 4); the 4 lanes of a row group read 64 contiguous bytes of their row. Weights
-// are loaded with L1::no_allocate (read once), activations through L1 (re-read by every
-// warp of the CTA). The next step's weight chunks are loaded before the current one is used.
+// are staged through a per-warp cp.async ring (below), activations read through L1 (re-read
+// by every warp of the CTA).
 //
 // Fragment mapping. mma.m16n8k16 gives lane (g, t = lane % 4) the A values of rows g and
 // g+8 at logical k {2t, 2t+1, 2t+8, 2t+9} and the B values of token g at the same k. The
@@ -68,46 +68,11 @@ __device__ __forceinline__ float decode_unit() {
     return (FMT == LIN_MXFP4 ? 1.0f : 512.0f) * (ACT == LIN_ACT_NVFP4 ? 512.0f : 1.0f);
 }
 
-__device__ __forceinline__ uint4 ld_stream16(const void *p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
-
 // One lane's 16-byte weight chunk of one row as it comes from memory, before expansion.
 struct RawChunk {
     uint4 q;
     uint32_t s; // NVFP4: the two e4m3 scale bytes (low byte first); MXFP4: the ue8m0 byte
 };
-
-// The lane's rows: payload and scale row pointers, NULL past N (the chunk is then zeros).
-struct RowPtrs {
-    const uint8_t *q, *s;
-};
-
-template <int FMT>
-__device__ __forceinline__ RowPtrs row_ptrs(const uint8_t *w, const uint8_t *ws, int64_t K, int64_t row, int64_t N) {
-    RowPtrs r = {nullptr, nullptr};
-    if (row >= N) return r;
-    r.q = w + row * (FMT == LIN_FP8 ? K : K / 2);
-    r.s = FMT == LIN_NVFP4 ? ws + row * (K / 16) : FMT == LIN_MXFP4 ? ws + row * (K / 32) : nullptr;
-    return r;
-}
-
-// One chunk at element offset k of a row (zeros for a missing row or k past the range).
-template <int FMT>
-__device__ __forceinline__ RawChunk load_w_chunk(const RowPtrs &rp, int64_t k, bool in_range) {
-    RawChunk r;
-    r.q = make_uint4(0, 0, 0, 0);
-    r.s = 0;
-    if (!rp.q || !in_range) return r;
-    r.q = ld_stream16(rp.q + (FMT == LIN_FP8 ? k : k / 2));
-    if (FMT == LIN_NVFP4) r.s = __ldg(reinterpret_cast<const uint16_t *>(rp.s + k / 16));
-    if (FMT == LIN_MXFP4) r.s = __ldg(rp.s + k / 32);
-    return r;
-}
 
 // Expands a raw chunk into its BF16 pairs (the A fragments of kMmas MMAs for one row).
 template <int FMT>
@@ -193,170 +158,6 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// The rows of one CTA for one group (or the whole call): where x rows come from and where
-// y rows go.
-struct DecodeRows {
-    int64_t y_begin; // first y row of the chunk
-    int m_count;     // tokens in this chunk (<= MT)
-    const int32_t *row_token; // x row of y row r, or NULL (then x row = r)
-    float factor;    // out_scale · group factor
-};
-
-template <int FMT, int ACT, int MT>
-__device__ void decode_tile(const LinearParams &p, const uint8_t *w, const uint8_t *ws, const DecodeRows &rows,
-                            float *red) {
-    using S = DecodeShape<FMT, MT>;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int g = lane / 4, t = lane % 4;
-    const int64_t row_base = (int64_t)blockIdx.x * S::kRowsPerCta;
-    const int64_t k_begin = (int64_t)blockIdx.y * p.k_per_split;
-    const int64_t k_end = k_begin + p.k_per_split < p.K ? k_begin + p.k_per_split : p.K;
-    const int64_t n_steps = (k_end - k_begin + S::kStep - 1) / S::kStep;
-
-    // x rows of this lane's tokens (token nt·8 + g)
-    int64_t xrow[S::kNT];
-#pragma unroll
-    for (int nt = 0; nt < S::kNT; nt++) {
-        const int m = nt * 8 + g;
-        const int64_t yr = rows.y_begin + m;
-        xrow[nt] = m < rows.m_count ? (rows.row_token ? (int64_t)rows.row_token[yr] : yr) : -1;
-    }
-
-    float acc[S::kR][S::kNT][4];
-#pragma unroll
-    for (int r = 0; r < S::kR; r++)
-#pragma unroll
-        for (int nt = 0; nt < S::kNT; nt++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) acc[r][nt][i] = 0.0f;
-
-    RowPtrs rp[S::kR][2];
-#pragma unroll
-    for (int r = 0; r < S::kR; r++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) rp[r][h] = row_ptrs<FMT>(w, ws, p.K, row_base + 16 * r + g + 8 * h, p.N);
-
-    RawChunk cur[S::kR][2], nxt[S::kR][2];
-    auto load_step = [&](int64_t s, RawChunk (&dst)[S::kR][2]) {
-        const int64_t k = k_begin + s * S::kStep + t * S::kElems;
-        const bool in_range = s < n_steps && k < k_end;
-#pragma unroll
-        for (int r = 0; r < S::kR; r++)
-#pragma unroll
-            for (int h = 0; h < 2; h++) dst[r][h] = load_w_chunk<FMT>(rp[r][h], k, in_range);
-    };
-
-    int64_t s = warp;
-    load_step(s, cur);
-    for (; s < n_steps; s += DECODE_WARPS) {
-        load_step(s + DECODE_WARPS, nxt);
-        const int64_t k = k_begin + s * S::kStep + t * S::kElems;
-
-        uint32_t a[S::kR][2][S::kPairs];
-#pragma unroll
-        for (int r = 0; r < S::kR; r++)
-#pragma unroll
-            for (int h = 0; h < 2; h++) expand_w_chunk<FMT>(cur[r][h], a[r][h]);
-
-        float fp8_scale[S::kR];
-        if (FMT == LIN_FP8) {
-            const int64_t kb = (k_begin + s * S::kStep) / 128; // the step's K block (one for the whole warp)
-#pragma unroll
-            for (int r = 0; r < S::kR; r++) {
-                const int64_t rb = (row_base + 16 * r) / 128;
-                const int64_t si = rb * ((p.K + 127) / 128) + kb;
-                const bool in = row_base + 16 * r < p.N;
-                fp8_scale[r] = !in ? 0.0f
-                             : p.w_scale_f32 ? __ldg(reinterpret_cast<const float *>(ws) + si)
-                                             : ue8m0_to_f32(__ldg(ws + si));
-            }
-        }
-
-#pragma unroll
-        for (int nt = 0; nt < S::kNT; nt++) {
-            uint32_t b[S::kPairs];
-            load_act_chunk<FMT, ACT>(p, xrow[nt], k, k_end, b);
-#pragma unroll
-            for (int r = 0; r < S::kR; r++) {
-                float d[4];
-#pragma unroll
-                for (int i = 0; i < 4; i++) d[i] = FMT == LIN_FP8 ? 0.0f : acc[r][nt][i];
-#pragma unroll
-                for (int j = 0; j < S::kMmas; j++) {
-                    const uint32_t af[4] = {a[r][0][2 * j], a[r][1][2 * j], a[r][0][2 * j + 1], a[r][1][2 * j + 1]};
-                    const uint32_t bf[2] = {b[2 * j], b[2 * j + 1]};
-                    mma_bf16_16816(d, af, bf);
-                }
-#pragma unroll
-                for (int i = 0; i < 4; i++) acc[r][nt][i] = FMT == LIN_FP8 ? fmaf(d[i], fp8_scale[r], acc[r][nt][i]) : d[i];
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < S::kR; r++)
-#pragma unroll
-            for (int h = 0; h < 2; h++) cur[r][h] = nxt[r][h];
-    }
-
-    // Add the warps' sums in warp order. red: [DECODE_WARPS][kAcc][32]
-#pragma unroll
-    for (int r = 0; r < S::kR; r++)
-#pragma unroll
-        for (int nt = 0; nt < S::kNT; nt++)
-#pragma unroll
-            for (int i = 0; i < 4; i++) red[((warp * S::kAcc) + (r * S::kNT + nt) * 4 + i) * 32 + lane] = acc[r][nt][i];
-    __syncthreads();
-    const float unit = decode_unit<FMT, ACT>();
-    for (int o = threadIdx.x; o < S::kAcc * 32; o += DECODE_THREADS) {
-        float sum = 0.0f;
-        for (int wi = 0; wi < DECODE_WARPS; wi++) sum += red[wi * S::kAcc * 32 + o];
-        const int ln = o % 32, slot = o / 32;
-        const int i = slot % 4, nt = (slot / 4) % S::kNT, r = slot / 4 / S::kNT;
-        const int m = nt * 8 + 2 * (ln % 4) + (i & 1);
-        const int64_t row = row_base + 16 * r + ln / 4 + (i >= 2 ? 8 : 0);
-        if (m >= rows.m_count || row >= p.N) continue;
-        const int64_t yr = rows.y_begin + m;
-        sum *= unit; // exact: a power of two
-        if (gridDim.y > 1) {
-            p.partials[((int64_t)blockIdx.y * p.M + yr) * p.N + row] = sum;
-        } else {
-            float f = rows.factor;
-            if (p.token_scales) f *= p.token_scales[rows.row_token ? rows.row_token[yr] : yr];
-            linear_store(p, yr, row, sum * f);
-        }
-    }
-    __syncthreads(); // red is reused by the next chunk of a large group
-}
-
-template <int FMT, int ACT, int MT>
-__global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode(const LinearParams p) {
-    using S = DecodeShape<FMT, MT>;
-    __shared__ float red[DECODE_WARPS * S::kAcc * 32];
-    if (!p.grouped) {
-        DecodeRows rows = {0, (int)p.M, nullptr, p.out_scale};
-        decode_tile<FMT, ACT, MT>(p, p.w, p.w_scale, rows, red);
-        return;
-    }
-    const LinearGroups &G = p.grp;
-    if ((int)blockIdx.z >= *G.n_active) return;
-    const int grp = G.active[blockIdx.z];
-    const uint8_t *w = p.w + (int64_t)grp * G.w_stride;
-    const uint8_t *ws = p.w_scale + (int64_t)grp * G.s_stride;
-    const int64_t begin = G.row_begin[grp];
-    const int count = G.row_count[grp];
-    const float factor = p.out_scale * (G.group_scale ? G.group_scale[grp] : 1.0f);
-    for (int c = 0; c < count; c += MT) { // groups larger than the bucket: one pass per MT rows
-        DecodeRows rows = {begin + c, count - c < MT ? count - c : MT, G.row_token, factor};
-        decode_tile<FMT, ACT, MT>(p, w, ws, rows, red);
-    }
-}
-
-// ---- v2: persistent CTAs with a per-warp cp.async ring (the default) ----
-//
-// Same tiles, K steps, expansion, fragment mapping, warp reduction and split-K semantics as
-// the kernel above; what changes is how the weight bytes reach the warp. The CTA loops over
-// items (item = row tile, times a token chunk in grouped mode; blockIdx.y is still the split),
-// item = blockIdx.x, blockIdx.x + gridDim.x, ...; in each item its warps take the K steps
-// round-robin as before. Every warp streams its own sequence of (item, step) through a
 // DECODE_STAGES-deep ring in shared memory: lane l copies its chunks (and the 4-byte word
 // holding its scale bytes) with cp.async into slots only it reads back, so a per-thread
 // cp.async.wait_group is the whole synchronisation (no barrier, no cross-lane data). While a
@@ -371,8 +172,9 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
 // (MXFP4), 2 (NVFP4) or 1/4 (FP8 ue8m0/fp32) bytes at any such offset. The lane copies the
 // aligned word that holds them, with src-size cut so no byte past them is read (zero fill),
 // and selects its bytes by the address' low 2 bits (`sh`; constant over an item's steps for
-// NVFP4/MXFP4 since a K step is a multiple of 4 scale bytes). Rows past N and chunks past the
-// split's K end are zero-filled (src-size 0): zero payload and zero scale, as before.
+// NVFP4/MXFP4 since a K step is a multiple of 4 scale bytes). Chunks past the split's K end
+// are zero-filled (src-size 0): zero payload and zero scale. Rows past N (the last tile) read
+// row N - 1 instead: their sums are computed and dropped at the store.
 #define DECODE_STAGES 4
 
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
@@ -413,7 +215,12 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     int count = (int)p.M;
     const int32_t *row_token = nullptr;
     float factor = p.out_scale;
+    // PDL (common.cuh): the successor may launch now. A dense call loads its first weight
+    // stages before waiting for the predecessor (weights are never written by a kernel); a
+    // grouped call waits first, since the active-expert list comes from the routing kernels.
+    pdl_launch_dependents();
     if (p.grouped) {
+        pdl_wait();
         const LinearGroups &G = p.grp;
         if ((int)blockIdx.z >= *G.n_active) return;
         const int grp = G.active[blockIdx.z];
@@ -436,43 +243,62 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     const int64_t kblocks = (p.K + 127) / 128;
 
     // ---- producer: the warp's (item, step) sequence, STAGES - 1 stages ahead ----
-    int64_t p_item = blockIdx.x;
+    // Per item the lane's kC rows are fixed (rows past N are clamped to row N - 1: computed,
+    // never stored), so their 32-bit byte offsets (a weight is < 4 GB: linear_decode_launch)
+    // are computed once per item; a step only adds its K offset.
+    int64_t p_item = ns_w > 0 ? (int64_t)blockIdx.x : n_items; // a warp with no steps loads nothing
     int p_q = 0;
     int p_slot = 0;
-    if (ns_w == 0) p_item = n_items; // nothing to load for this warp
+    const int64_t k_first = k_begin + (int64_t)warp * S::kStep + t * S::kElems; // the lane's chunk at step 0
+    uint32_t p_qo[kC], p_so[kC]; // payload offset; aligned scale-word offset (fp4) at step 0
+    uint32_t p_sb = 0;           // fp4: scale bytes to copy for chunk c in byte c
+    int64_t p_row[kC];
+    auto p_rows = [&]() {
+        const int64_t row_base = (p_item % n_tiles) * S::kRowsPerCta;
+        p_sb = 0;
+#pragma unroll
+        for (int c = 0; c < kC; c++) {
+            const int64_t row = row_base + 16 * (c / 2) + g + 8 * (c % 2);
+            p_row[c] = row < p.N ? row : p.N - 1;
+            p_qo[c] = (uint32_t)(p_row[c] * row_bytes + (FMT == LIN_FP8 ? k_first : k_first / 2));
+            if (FMT != LIN_FP8) {
+                const uint32_t so = (uint32_t)(p_row[c] * srow_bytes + (FMT == LIN_NVFP4 ? k_first / 16 : k_first / 32));
+                const uint32_t sh = (uint32_t)(((uintptr_t)ws + so) & 3u);
+                p_so[c] = so - sh;
+                p_sb |= (sh + (FMT == LIN_NVFP4 ? 2u : 1u)) << (8 * c);
+            }
+        }
+    };
+    if (p_item < n_items) p_rows();
     auto produce = [&]() {
         if (p_item < n_items) {
-            const int64_t row_base = (p_item % n_tiles) * S::kRowsPerCta;
-            const int64_t s = warp + (int64_t)p_q * DECODE_WARPS;
-            const int64_t k0 = k_begin + s * S::kStep;
-            const int64_t k = k0 + t * S::kElems;
-            const bool in = k < k_end;
+            const int64_t kq = (int64_t)p_q * (DECODE_WARPS * S::kStep); // this step's K offset
+            const bool in = k_first + kq < k_end;
+            const uint32_t dq = (uint32_t)(FMT == LIN_FP8 ? kq : kq / 2);
+            const uint32_t ds = (uint32_t)(FMT == LIN_NVFP4 ? kq / 16 : kq / 32); // a multiple of 4
 #pragma unroll
-            for (int r = 0; r < S::kR; r++) {
+            for (int c = 0; c < kC; c++) {
+                cp_async16(&ring_q[warp][p_slot][c][lane], w + (in ? p_qo[c] + dq : 0u), in ? 16 : 0);
+                if (FMT != LIN_FP8)
+                    cp_async4(&ring_s[warp][p_slot][c][lane], ws + (in ? p_so[c] + ds : 0u),
+                              in ? (int)((p_sb >> (8 * c)) & 0xffu) : 0);
+            }
+            if (FMT == LIN_FP8) { // the step's block scale of tile r (one for the warp; 16-row tiles
+                                  // never straddle a 128-row block, so the clamped row's block is the tile's)
+                const int64_t k0 = k_begin + (int64_t)warp * S::kStep + kq;
 #pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const int64_t row = row_base + 16 * r + g + 8 * h;
-                    const bool v = in && row < p.N;
-                    const uint8_t *src = w + row * row_bytes + (FMT == LIN_FP8 ? k : k / 2);
-                    cp_async16(&ring_q[warp][p_slot][2 * r + h][lane], v ? (const void *)src : (const void *)w, v ? 16 : 0);
-                    if (FMT != LIN_FP8)
-                        cp_async_scale(&ring_s[warp][p_slot][2 * r + h][lane],
-                                       ws + row * srow_bytes + (FMT == LIN_NVFP4 ? k / 16 : k / 32), FMT == LIN_NVFP4, v,
-                                       ws);
-                }
-                if (FMT == LIN_FP8) { // the step's block scale of tile r (one for the warp)
-                    const bool v = row_base + 16 * r < p.N;
-                    const int64_t si = (row_base + 16 * r) / 128 * kblocks + k0 / 128;
+                for (int r = 0; r < S::kR; r++) {
+                    const int64_t si = p_row[2 * r] / 128 * kblocks + k0 / 128;
                     if (p.w_scale_f32)
-                        cp_async4(&ring_s[warp][p_slot][2 * r][lane], v ? (const void *)(ws + 4 * si) : (const void *)ws,
-                                  v ? 4 : 0);
+                        cp_async4(&ring_s[warp][p_slot][2 * r][lane], ws + 4 * si, 4);
                     else
-                        cp_async_scale(&ring_s[warp][p_slot][2 * r][lane], ws + si, false, v, ws);
+                        cp_async_scale(&ring_s[warp][p_slot][2 * r][lane], ws + si, false, true, ws);
                 }
             }
             if (++p_q == ns_w) {
                 p_q = 0;
                 p_item += gridDim.x;
+                if (p_item < n_items) p_rows();
             }
         }
         cp_async_commit(); // possibly empty: keeps the group count uniform
@@ -480,6 +306,7 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     };
 #pragma unroll
     for (int i = 0; i < DECODE_STAGES - 1; i++) produce();
+    if (!p.grouped) pdl_wait(); // activations and outputs from here on
 
     // ---- consumer ----
     const float unit = decode_unit<FMT, ACT>();
@@ -502,7 +329,8 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
         if (FMT != LIN_FP8) {
 #pragma unroll
             for (int c = 0; c < kC; c++) {
-                const int64_t row = row_base + 16 * (c / 2) + g + 8 * (c % 2);
+                int64_t row = row_base + 16 * (c / 2) + g + 8 * (c % 2);
+                row = row < p.N ? row : p.N - 1; // as the producer clamps
                 const int64_t k = k_begin + warp * S::kStep + t * S::kElems; // any step: same low bits
                 const uint8_t *a = ws + row * srow_bytes + (FMT == LIN_NVFP4 ? k / 16 : k / 32);
                 sh_all |= (uint32_t)((uintptr_t)a & 3u) << (8 * c);
@@ -545,7 +373,8 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
                     if (p.w_scale_f32) {
                         fp8_scale[r] = __uint_as_float(word);
                     } else {
-                        const int64_t si = (row_base + 16 * r) / 128 * kblocks + kb;
+                        const int64_t r0 = row_base + 16 * r < p.N ? row_base + 16 * r : p.N - 1; // as the producer
+                        const int64_t si = r0 / 128 * kblocks + kb;
                         const uint32_t sh = (uint32_t)((uintptr_t)(ws + si) & 3u);
                         fp8_scale[r] = ue8m0_to_f32((word >> (8 * sh)) & 0xffu);
                     }
@@ -626,16 +455,6 @@ int linear_decode_k_step(int fmt, int mt) {
 
 int linear_decode_warps(void) { return DECODE_WARPS; }
 
-// DSV4_DECODE_V1=1 selects the first decode kernel (A/B benchmarks); v2 is the default.
-static bool decode_use_v1(void) {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("DSV4_DECODE_V1");
-        v = e && e[0] == '1';
-    }
-    return v == 1;
-}
-
 // SMs of the current device (cached per device; only the grid size depends on it).
 static int decode_sm_count(void) {
     static int cached[64];
@@ -657,12 +476,6 @@ static dsv4_status launch_mt(const LinearParams &p, int splits, cudaStream_t s) 
     const unsigned gz = p.grouped ? (unsigned)p.grp.max_active : 1u;
     if (gz == 0) return DSV4_OK;
     const int64_t n_tiles = (p.N + S::kRowsPerCta - 1) / S::kRowsPerCta;
-    if (decode_use_v1()) {
-        const dim3 grid((unsigned)n_tiles, (unsigned)splits, gz);
-        linear_decode<FMT, ACT, MT><<<grid, DECODE_THREADS, 0, s>>>(p);
-        DSV4_CUDA_LAUNCHED("linear_decode launch");
-        return DSV4_OK;
-    }
     // v2: about one wave of resident CTAs (DECODE_MIN_CTAS per SM: the launch bounds cap the
     // registers for it and the static shared memory, <= 48 KB per CTA, fits it), each looping
     // over tiles; the result does not depend on the grid (see above). No runtime API call but
@@ -675,8 +488,8 @@ static dsv4_status launch_mt(const LinearParams &p, int splits, cudaStream_t s) 
     const int64_t per_cta = (n_tiles + want - 1) / want; // tiles per CTA, then spread them evenly
     const int64_t gx = (n_tiles + per_cta - 1) / per_cta;
     const dim3 grid((unsigned)gx, (unsigned)splits, gz);
-    linear_decode_v2<FMT, ACT, MT><<<grid, DECODE_THREADS, 0, s>>>(p);
-    DSV4_CUDA_LAUNCHED("linear_decode_v2 launch");
+    DSV4_CUDA_TRY(dsv4_launch_pdl(linear_decode_v2<FMT, ACT, MT>, grid, dim3(DECODE_THREADS), 0, s, p),
+                  "linear_decode_v2 launch");
     return DSV4_OK;
 }
 
@@ -698,6 +511,10 @@ static dsv4_status launch_fmt(int act, const LinearParams &p, int splits, cudaSt
 
 dsv4_status linear_decode_launch(int fmt, int act, const LinearParams &p, int splits, cudaStream_t s) {
     if (p.grouped && splits != 1) return dsv4_fail(DSV4_ERR_INTERNAL, "linear_decode: grouped mode has no split-K");
+    // the kernel keeps byte offsets inside one weight in 32 bits
+    if ((fmt == LIN_FP8 ? p.N * p.K : p.N * p.K / 2) >= ((int64_t)1 << 32))
+        return dsv4_fail(DSV4_ERR_UNSUPPORTED, "linear_decode: weight [%lld, %lld] is 4 GB or more", (long long)p.N,
+                         (long long)p.K);
     switch (fmt) {
     case LIN_NVFP4: return launch_fmt<LIN_NVFP4>(act, p, splits, s);
     case LIN_MXFP4: return launch_fmt<LIN_MXFP4>(act, p, splits, s);

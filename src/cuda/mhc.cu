@@ -61,6 +61,8 @@ template <int HC>
 __global__ void __launch_bounds__(MIX_THREADS) k_hc_mix_partial(const void *X, int x_dtype, int T, int n,
                                                                  const float *fn, int n_chunks, int chunk,
                                                                  float *partial) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     constexpr int NMIX = (2 + HC) * HC, NV = NMIX + 1; // NV-th value: sum of squares
     __shared__ float red[MIX_TT * NV][MIX_THREADS / 32];
     const int t0 = blockIdx.y * MIX_TT, nt = min(MIX_TT, T - t0);
@@ -110,6 +112,8 @@ template <int HC>
 __global__ void __launch_bounds__(TOK_THREADS) k_hc_mix_tokens(const void *X, int x_dtype, int T, int n,
                                                                 const float *fn, int n_chunks, int per_chunk,
                                                                 float *partial) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     constexpr int NMIX = (2 + HC) * HC, NV = NMIX + 1;
     __shared__ __align__(16) float fs[NMIX][TOK_KS];
     const int t = blockIdx.y * TOK_THREADS + threadIdx.x;
@@ -206,6 +210,8 @@ typedef struct hc_finish_args {
 
 template <int HC>
 __global__ void __launch_bounds__(FINISH_THREADS) k_hc_pre_finish(hc_finish_args a) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     constexpr int NMIX = (2 + HC) * HC, NV = NMIX + 1;
     extern __shared__ __align__(16) float xs[]; // [D] collapsed x
     __shared__ float sh[33], sums[NV], pre_s[HC];
@@ -279,6 +285,8 @@ template <int HC>
 __global__ void __launch_bounds__(POST_THREADS) k_hc_post(const void *X, int x_dtype, const void *y, int y_dtype,
                                                            const float *post, const float *comb, int merge_fp32, int D,
                                                            void *X_out) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     const int t = blockIdx.y;
     const int e = blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= D) return;
@@ -331,11 +339,11 @@ static dsv4_status launch_pre(cudaStream_t stream, const dsv4_cuda_hc_dims *d, i
     const int n = HC * d->dim, n_chunks = hc_chunks(n, T, &per_chunk);
     if (T <= SMALL_T) {
         dim3 grid1((unsigned)n_chunks, (unsigned)((T + MIX_TT - 1) / MIX_TT));
-        k_hc_mix_partial<HC><<<grid1, MIX_THREADS, 0, stream>>>(a->X, (int)a->x_dtype, T, n, a->fn, n_chunks,
+        (void)dsv4_launch_pdl(k_hc_mix_partial<HC>, dim3(grid1), dim3(MIX_THREADS), 0, stream, a->X, (int)a->x_dtype, T, n, a->fn, n_chunks,
                                                                 MIX_THREADS, (float *)a->workspace);
     } else {
         dim3 grid1((unsigned)n_chunks, (unsigned)((T + TOK_THREADS - 1) / TOK_THREADS));
-        k_hc_mix_tokens<HC><<<grid1, TOK_THREADS, 0, stream>>>(a->X, (int)a->x_dtype, T, n, a->fn, n_chunks,
+        (void)dsv4_launch_pdl(k_hc_mix_tokens<HC>, dim3(grid1), dim3(TOK_THREADS), 0, stream, a->X, (int)a->x_dtype, T, n, a->fn, n_chunks,
                                                                per_chunk, (float *)a->workspace);
     }
     DSV4_CUDA_LAUNCHED("hc_pre: projection kernel");
@@ -398,10 +406,10 @@ extern "C" dsv4_status dsv4_cuda_hc_post(cudaStream_t stream, const dsv4_cuda_hc
     dim3 grid((unsigned)((d->dim + POST_THREADS - 1) / POST_THREADS), (unsigned)T);
     int m = merge == DSV4_CUDA_HC_MERGE_FP32;
     switch (d->hc) {
-    case 1: k_hc_post<1><<<grid, POST_THREADS, 0, stream>>>(X, (int)x_dtype, y, (int)y_dtype, post, comb, m, d->dim, X_out); break;
-    case 2: k_hc_post<2><<<grid, POST_THREADS, 0, stream>>>(X, (int)x_dtype, y, (int)y_dtype, post, comb, m, d->dim, X_out); break;
-    case 3: k_hc_post<3><<<grid, POST_THREADS, 0, stream>>>(X, (int)x_dtype, y, (int)y_dtype, post, comb, m, d->dim, X_out); break;
-    default: k_hc_post<4><<<grid, POST_THREADS, 0, stream>>>(X, (int)x_dtype, y, (int)y_dtype, post, comb, m, d->dim, X_out); break;
+    case 1: (void)dsv4_launch_pdl(k_hc_post<1>, dim3(grid), dim3(POST_THREADS), 0, stream, X, (int)x_dtype, y, (int)y_dtype, post, comb, m, d->dim, X_out); break;
+    case 2: (void)dsv4_launch_pdl(k_hc_post<2>, dim3(grid), dim3(POST_THREADS), 0, stream, X, (int)x_dtype, y, (int)y_dtype, post, comb, m, d->dim, X_out); break;
+    case 3: (void)dsv4_launch_pdl(k_hc_post<3>, dim3(grid), dim3(POST_THREADS), 0, stream, X, (int)x_dtype, y, (int)y_dtype, post, comb, m, d->dim, X_out); break;
+    default: (void)dsv4_launch_pdl(k_hc_post<4>, dim3(grid), dim3(POST_THREADS), 0, stream, X, (int)x_dtype, y, (int)y_dtype, post, comb, m, d->dim, X_out); break;
     }
     DSV4_CUDA_LAUNCHED("hc_post: kernel");
     return DSV4_OK;

@@ -1,13 +1,13 @@
 // MoE SwiGLU epilogue and combine kernels (header: moe.h; CPU reference:
 // src/cpu/moe.c).
 //
-// SwiGLU: one block of 256 threads per row. Without NVFP4 each thread walks the row with a
-// stride of the block (coalesced gate and up reads). With NVFP4 each thread owns whole
+// SwiGLU: one block of 256 threads per row (up to 4 per row without NVFP4). Without NVFP4
+// each thread walks the row with a stride of the blocks (coalesced gate and up reads). With NVFP4 each thread owns whole
 // 16-element blocks; the per-row dynamic scale needs the row's amax first, so the row's
 // SwiGLU is evaluated twice (once for the amax, once to quantize) rather than staged: the
 // rows are short (I = 2048) and recomputing avoids a shared-memory size limit on I.
-// Combine: one block per token; thread 0 orders the token's <= 8 slots by expert id, then
-// every thread accumulates its columns over them.
+// Combine: one block per (token, 256 columns); thread 0 orders the token's <= 8 slots by
+// expert id, then each thread loads its column of every slot at once and adds them in order.
 #include <limits.h>
 
 #include "cuda/common.cuh"
@@ -16,6 +16,7 @@
 #include "cuda/nvfp4.cuh"
 
 #define SWIGLU_THREADS 256
+#define SWIGLU_UNROLL 4
 #define COMBINE_THREADS 256
 #define COMBINE_MAX_K 8
 
@@ -30,6 +31,8 @@ __device__ __forceinline__ float swiglu_as_cpu(float g, float u, float limit) {
 __global__ void __launch_bounds__(SWIGLU_THREADS)
     k_moe_swiglu(const void *h, int h_dtype, int64_t rows, int inter, float limit, const int32_t *n_rows, void *out,
                  int out_dtype, nvfp4_dst d, const int32_t *tile_expert, int tile) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     __shared__ float sh[33];
     const int64_t r = blockIdx.x, kb = inter / 16;
     if (r >= rows) { // a padding row of the swizzled scale layout (d.q set, else not launched)
@@ -42,18 +45,39 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
     // owned by no expert (-1), is past offsets[E] (a multiple of tile) and is not in use
     if (tile_expert && (r / tile >= rows / tile || (expert = tile_expert[r / tile]) < 0)) return;
     const int64_t hg = r * 2 * inter, hu = hg + inter; // element offsets of this row's halves
-    if (!d.q) {
-        for (int i = threadIdx.x; i < inter; i += blockDim.x)
-            store_elem(out, out_dtype, r * inter + i,
-                       swiglu_as_cpu(load_elem(h, h_dtype, hg + i), load_elem(h, h_dtype, hu + i), limit));
+    // The loops below load SWIGLU_UNROLL elements' gate and up before using any: a decode step
+    // has few rows, so the time is memory round trips, and this makes them overlap.
+    if (!d.q) { // blockIdx.y splits the row (the plain path has no row-wide amax)
+        const int stride = SWIGLU_THREADS * gridDim.y;
+        for (int i0 = blockIdx.y * SWIGLU_THREADS + threadIdx.x; i0 < inter; i0 += SWIGLU_UNROLL * stride) {
+            float gv[SWIGLU_UNROLL], uv[SWIGLU_UNROLL];
+#pragma unroll
+            for (int j = 0; j < SWIGLU_UNROLL; j++) {
+                const int i = i0 + j * stride;
+                gv[j] = i < inter ? load_elem(h, h_dtype, hg + i) : 0.0f;
+                uv[j] = i < inter ? load_elem(h, h_dtype, hu + i) : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < SWIGLU_UNROLL; j++)
+                if (i0 + j * stride < inter) store_elem(out, out_dtype, r * inter + i0 + j * stride, swiglu_as_cpu(gv[j], uv[j], limit));
+        }
         return;
     }
     float s;
     if (d.mode == DSV4_ACT_SCALE_DYNAMIC_TOKEN) {
         float amax = 0.0f;
-        for (int i = threadIdx.x; i < inter; i += blockDim.x)
-            amax = f_max_nan_ignored(
-                amax, f_abs(swiglu_as_cpu(load_elem(h, h_dtype, hg + i), load_elem(h, h_dtype, hu + i), limit)));
+        for (int i0 = threadIdx.x; i0 < inter; i0 += SWIGLU_UNROLL * SWIGLU_THREADS) {
+            float gv[SWIGLU_UNROLL], uv[SWIGLU_UNROLL];
+#pragma unroll
+            for (int j = 0; j < SWIGLU_UNROLL; j++) {
+                const int i = i0 + j * SWIGLU_THREADS;
+                gv[j] = i < inter ? load_elem(h, h_dtype, hg + i) : 0.0f;
+                uv[j] = i < inter ? load_elem(h, h_dtype, hu + i) : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < SWIGLU_UNROLL; j++) // padding lanes give swiglu(0, 0) = 0: no effect on amax
+                amax = f_max_nan_ignored(amax, f_abs(swiglu_as_cpu(gv[j], uv[j], limit)));
+        }
         s = nvfp4_dynamic_scale(block_reduce(amax, sh, 1));
         if (threadIdx.x == 0) d.scale[r] = s;
     } else {
@@ -61,12 +85,16 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
     }
     const float g = f_div(1.0f, s);
     for (int64_t c = threadIdx.x; c < kb; c += blockDim.x) {
-        float v[16];
+        float v[16], uv[16];
+#pragma unroll
+        for (int j = 0; j < 16; j++) { // all loads first (stores to out could alias h for the compiler)
+            v[j] = load_elem(h, h_dtype, hg + c * 16 + j);
+            uv[j] = load_elem(h, h_dtype, hu + c * 16 + j);
+        }
 #pragma unroll
         for (int j = 0; j < 16; j++) {
-            const int64_t i = c * 16 + j;
-            v[j] = swiglu_as_cpu(load_elem(h, h_dtype, hg + i), load_elem(h, h_dtype, hu + i), limit);
-            if (out) store_elem(out, out_dtype, r * inter + i, v[j]);
+            v[j] = swiglu_as_cpu(v[j], uv[j], limit);
+            if (out) store_elem(out, out_dtype, r * inter + c * 16 + j, v[j]);
         }
         uint32_t packed[2];
         d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16(v, g, packed);
@@ -106,7 +134,13 @@ extern "C" dsv4_status dsv4_cuda_moe_swiglu(cudaStream_t stream, const dsv4_cuda
     }
     if (a->rows == 0) return DSV4_OK;
     const int64_t grid = d.swizzled ? (a->rows + 127) / 128 * 128 : a->rows;
-    k_moe_swiglu<<<(unsigned)grid, SWIGLU_THREADS, 0, stream>>>(
+    // the plain path splits a row over blocks (<= 4 per row, each thread SWIGLU_UNROLL elements)
+    int gy = 1;
+    if (!d.q) {
+        gy = (a->inter + SWIGLU_THREADS * SWIGLU_UNROLL - 1) / (SWIGLU_THREADS * SWIGLU_UNROLL);
+        gy = gy < 1 ? 1 : gy > 4 ? 4 : gy;
+    }
+    (void)dsv4_launch_pdl(k_moe_swiglu, dim3((unsigned)grid, (unsigned)gy), dim3(SWIGLU_THREADS), 0, stream, 
         a->h, (int)a->h_dtype, a->rows, a->inter, a->limit, a->n_rows, a->out, (int)a->out_dtype, d,
         d.q && d.mode == DSV4_ACT_SCALE_STATIC ? a->tile_expert : NULL, a->tile);
     DSV4_CUDA_LAUNCHED("moe_swiglu: kernel");
@@ -118,6 +152,8 @@ extern "C" dsv4_status dsv4_cuda_moe_swiglu(cudaStream_t stream, const dsv4_cuda
 __global__ void __launch_bounds__(COMBINE_THREADS)
     k_moe_combine(int k, int D, const void *y, int y_dtype, const int32_t *idx, const int32_t *inv,
                   const float *weights, const void *shared, int shared_dtype, void *out, int out_dtype) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     __shared__ int64_t row_s[COMBINE_MAX_K];
     __shared__ float w_s[COMBINE_MAX_K];
     __shared__ int n_s;
@@ -137,12 +173,20 @@ __global__ void __launch_bounds__(COMBINE_THREADS)
     }
     __syncthreads();
     const int n = n_s;
-    for (int c = threadIdx.x; c < D; c += blockDim.x) {
-        float acc = 0.0f; // dsv4_cpu_moe starts from memset zero
-        for (int i = 0; i < n; i++) acc = f_add(acc, f_mul(load_elem(y, y_dtype, row_s[i] * D + c), w_s[i]));
-        if (shared) acc = f_add(acc, load_elem(shared, shared_dtype, t * D + c));
-        store_elem(out, out_dtype, t * D + c, acc);
-    }
+    // one column per thread (blockIdx.y picks the column range): every load of the column is
+    // issued before the first add, so a token costs one memory round trip, not n·D/threads
+    const int c = blockIdx.y * COMBINE_THREADS + threadIdx.x;
+    if (c >= D) return;
+    float v[COMBINE_MAX_K];
+#pragma unroll
+    for (int i = 0; i < COMBINE_MAX_K; i++) v[i] = i < n ? load_elem(y, y_dtype, row_s[i] * D + c) : 0.0f;
+    const float sv = shared ? load_elem(shared, shared_dtype, t * D + c) : 0.0f;
+    float acc = 0.0f; // dsv4_cpu_moe starts from memset zero; slots in expert order
+#pragma unroll
+    for (int i = 0; i < COMBINE_MAX_K; i++)
+        if (i < n) acc = f_add(acc, f_mul(v[i], w_s[i]));
+    if (shared) acc = f_add(acc, sv);
+    store_elem(out, out_dtype, t * D + c, acc);
 }
 
 extern "C" dsv4_status dsv4_cuda_moe_combine(cudaStream_t stream, int T, int k, int D, const void *y,
@@ -157,7 +201,8 @@ extern "C" dsv4_status dsv4_cuda_moe_combine(cudaStream_t stream, int T, int k, 
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_combine: unknown dtype %d, %d or %d", (int)y_dtype,
                          (int)shared_dtype, (int)out_dtype);
     if (T == 0) return DSV4_OK;
-    k_moe_combine<<<(unsigned)T, COMBINE_THREADS, 0, stream>>>(k, D, y, (int)y_dtype, idx, inv, weights, shared,
+    (void)dsv4_launch_pdl(k_moe_combine, dim3((unsigned)T, (unsigned)((D + COMBINE_THREADS - 1) / COMBINE_THREADS)),
+                          dim3(COMBINE_THREADS), 0, stream, k, D, y, (int)y_dtype, idx, inv, weights, shared,
                                                                (int)shared_dtype, out, (int)out_dtype);
     DSV4_CUDA_LAUNCHED("moe_combine: kernel");
     return DSV4_OK;

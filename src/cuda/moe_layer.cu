@@ -15,6 +15,8 @@
 // warp, the warp totals in shared memory its offset. Ascending ids without atomics, so the
 // list (and the decode grid's expert order) is the same on every run.
 __global__ void k_moe_active(const int32_t *counts, int E, int32_t *active, int32_t *n_active) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     __shared__ int warp_total[DSV4_CUDA_MOE_MAX_EXPERTS / 32 + 1];
     const int t = threadIdx.x, lane = t % 32, warp = t / 32, n_warps = blockDim.x / 32;
     const bool flag = t < E && counts[t] > 0;
@@ -36,7 +38,7 @@ extern "C" dsv4_status dsv4_cuda_moe_active(cudaStream_t stream, const int32_t *
     if (E < 1 || E > DSV4_CUDA_MOE_MAX_EXPERTS)
         return dsv4_fail(DSV4_ERR_SHAPE, "moe_active: E = %d (1 .. %d)", E, DSV4_CUDA_MOE_MAX_EXPERTS);
     if (!counts || !active || !n_active) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_active: NULL argument");
-    k_moe_active<<<1, (E + 31) / 32 * 32, 0, stream>>>(counts, E, active, n_active);
+    (void)dsv4_launch_pdl(k_moe_active, dim3(1), dim3((E + 31) / 32 * 32), 0, stream, counts, E, active, n_active);
     DSV4_CUDA_LAUNCHED("moe_active launch");
     return DSV4_OK;
 }

@@ -22,8 +22,9 @@
 #include "cuda/nvfp4.cuh"
 
 #define ROUTER_WARPS 4
-#define COUNT_THREADS 1024
+#define COUNT_THREADS 1024 // >= DSV4_CUDA_MOE_MAX_EXPERTS: one thread per expert in the scans
 #define PLACE_THREADS 256
+static_assert(COUNT_THREADS >= DSV4_CUDA_MOE_MAX_EXPERTS && DSV4_CUDA_MOE_MAX_EXPERTS % 32 == 0, "count scans, router lanes");
 #define SCORE_SQRTSOFTPLUS 0
 #define SCORE_SIGMOID 1
 #define SCORE_SOFTMAX 2
@@ -61,6 +62,8 @@ __global__ void __launch_bounds__(ROUTER_WARPS * 32)
     k_moe_router(int E, int k, int score, int normalize, float scaling, int T, const float *logits,
                  const float *bias, const int32_t *tid2eid, const int32_t *token_ids, int vocab, int32_t *idx,
                  float *weights) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     __shared__ float s_all[ROUTER_WARPS][DSV4_CUDA_MOE_MAX_EXPERTS];      // scores
     __shared__ float b_all[ROUTER_WARPS][DSV4_CUDA_MOE_MAX_EXPERTS];      // score + bias
     __shared__ unsigned char used_all[ROUTER_WARPS][DSV4_CUDA_MOE_MAX_EXPERTS];
@@ -72,6 +75,15 @@ __global__ void __launch_bounds__(ROUTER_WARPS * 32)
     unsigned char *used = used_all[warp];
     int *sel = sel_all[warp];
     const float *l = logits + (int64_t)t * E;
+    // every load of the token up front (one round trip): lane's logits and selection biases
+    constexpr int kPer = DSV4_CUDA_MOE_MAX_EXPERTS / 32;
+    float lv[kPer], bv[kPer];
+#pragma unroll
+    for (int j = 0; j < kPer; j++) {
+        const int e = lane + 32 * j;
+        lv[j] = e < E ? l[e] : 0.0f;
+        bv[j] = e < E && bias && !tid2eid ? bias[e] : 0.0f;
+    }
 
     // ---- scores (router.c score_row)
     if (score == SCORE_SOFTMAX) {
@@ -88,8 +100,12 @@ __global__ void __launch_bounds__(ROUTER_WARPS * 32)
         sum = __shfl_sync(0xffffffffu, sum, 0);
         for (int e = lane; e < E; e += 32) s[e] = f_div(s[e], sum);
     } else {
-        for (int e = lane; e < E; e += 32)
-            s[e] = score == SCORE_SIGMOID ? f_div(1.0f, f_add(1.0f, moe_expf(-l[e]))) : f_sqrt(softplus_as_cpu(l[e]));
+#pragma unroll
+        for (int j = 0; j < kPer; j++) {
+            const int e = lane + 32 * j;
+            if (e < E)
+                s[e] = score == SCORE_SIGMOID ? f_div(1.0f, f_add(1.0f, moe_expf(-lv[j]))) : f_sqrt(softplus_as_cpu(lv[j]));
+        }
     }
     __syncwarp();
 
@@ -102,9 +118,13 @@ __global__ void __launch_bounds__(ROUTER_WARPS * 32)
             sel[lane] = e >= 0 && e < E ? e : -1; // out of range: dropped (router.c fails instead)
         }
     } else {
-        for (int e = lane; e < E; e += 32) {
-            b[e] = f_add(s[e], bias ? bias[e] : 0.0f); // the bias steers the choice only
-            used[e] = 0;
+#pragma unroll
+        for (int j = 0; j < kPer; j++) {
+            const int e = lane + 32 * j;
+            if (e < E) {
+                b[e] = f_add(s[e], bv[j]); // the bias steers the choice only (0 without one, as router.c)
+                used[e] = 0;
+            }
         }
         __syncwarp();
         for (int j = 0; j < k; j++) {
@@ -156,7 +176,7 @@ extern "C" dsv4_status dsv4_cuda_moe_router(cudaStream_t stream, const dsv4_cuda
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_router: unknown scoring function %d", cfg->score);
     if (T == 0) return DSV4_OK;
     const unsigned grid = (unsigned)((T + ROUTER_WARPS - 1) / ROUTER_WARPS);
-    k_moe_router<<<grid, ROUTER_WARPS * 32, 0, stream>>>(E, k, cfg->score, cfg->normalize, cfg->scaling, T, logits,
+    (void)dsv4_launch_pdl(k_moe_router, dim3(grid), dim3(ROUTER_WARPS * 32), 0, stream, E, k, cfg->score, cfg->normalize, cfg->scaling, T, logits,
                                                          bias, tid2eid, token_ids, vocab, idx, weights);
     DSV4_CUDA_LAUNCHED("moe_router: kernel");
     return DSV4_OK;
@@ -167,6 +187,8 @@ extern "C" dsv4_status dsv4_cuda_moe_router(cudaStream_t stream, const dsv4_cuda
 __global__ void __launch_bounds__(COUNT_THREADS)
     k_moe_count(const int32_t *idx, int n_pairs, int E, int tile, int max_tiles, int32_t *counts, int32_t *offsets,
                 int32_t *tile_expert, int32_t *inv, int32_t *active, int32_t *n_active) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     __shared__ int cnt[DSV4_CUDA_MOE_MAX_EXPERTS];
     __shared__ int off[DSV4_CUDA_MOE_MAX_EXPERTS + 1];
     __shared__ int act[DSV4_CUDA_MOE_MAX_EXPERTS];
@@ -181,15 +203,37 @@ __global__ void __launch_bounds__(COUNT_THREADS)
             inv[p] = -1; // a dropped pair; k_moe_place writes every other entry
     }
     __syncthreads();
-    if (threadIdx.x == 0) { // E <= 384 additions: not worth a parallel scan
-        int o = 0, na = 0;
-        for (int e = 0; e < E; e++) {
-            off[e] = o;
-            o += (cnt[e] + tile - 1) / tile * tile;
-            if (cnt[e] > 0) act[na++] = e; // the active-expert list (ascending) rides along
+    // Exclusive scans over experts (thread e <-> expert e, E <= blockDim): the padded counts
+    // give the offsets, the "has pairs" flags the position in the ascending active-expert
+    // list. Integer sums: any order gives the serial result.
+    {
+        __shared__ int w_off[COUNT_THREADS / 32], w_act[COUNT_THREADS / 32];
+        const int e = threadIdx.x, lane = e & 31, warp = e >> 5;
+        const int pc = e < E ? (cnt[e] + tile - 1) / tile * tile : 0, fa = e < E && cnt[e] > 0;
+        int x = pc, y = fa; // inclusive warp scans
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int xo = __shfl_up_sync(0xffffffffu, x, o), yo = __shfl_up_sync(0xffffffffu, y, o);
+            if (lane >= o) x += xo, y += yo;
         }
-        off[E] = o;
-        n_act = na;
+        if (lane == 31) w_off[warp] = x, w_act[warp] = y;
+        __syncthreads();
+        if (warp == 0) { // exclusive scan of the warp totals
+            int a = w_off[lane], b = w_act[lane];
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const int ao = __shfl_up_sync(0xffffffffu, a, o), bo = __shfl_up_sync(0xffffffffu, b, o);
+                if (lane >= o) a += ao, b += bo;
+            }
+            w_off[lane] = a - w_off[lane], w_act[lane] = b - w_act[lane];
+        }
+        __syncthreads();
+        const int ox = w_off[warp] + x - pc, ay = w_act[warp] + y - fa; // exclusive
+        if (e < E) {
+            off[e] = ox;
+            if (fa) act[ay] = e;
+        }
+        if (e == E - 1) off[E] = ox + pc, n_act = ay + fa;
     }
     __syncthreads();
     if (active) {
@@ -219,6 +263,8 @@ __global__ void __launch_bounds__(COUNT_THREADS)
 __global__ void __launch_bounds__(PLACE_THREADS)
     k_moe_place(const int32_t *idx, int n_pairs, int k, int E, int max_rows, const int32_t *counts,
                 const int32_t *offsets, int32_t *row_token, int32_t *inv) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     __shared__ int warp_total[PLACE_THREADS / 32];
     const int e = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     if (e == E) { // the tail past the rows in use
@@ -266,10 +312,10 @@ extern "C" dsv4_status dsv4_cuda_moe_permute_active(cudaStream_t stream, const i
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_permute: NULL argument");
     // T = 0 still runs: the layout (all padding, no tiles) is written either way
     const int n_pairs = T * k, max_tiles = (int)(max_rows / tile);
-    k_moe_count<<<1, COUNT_THREADS, 0, stream>>>(idx, n_pairs, E, tile, max_tiles, out->counts, out->offsets,
+    (void)dsv4_launch_pdl(k_moe_count, dim3(1), dim3(COUNT_THREADS), 0, stream, idx, n_pairs, E, tile, max_tiles, out->counts, out->offsets,
                                                  out->tile_expert, out->inv, active, n_active);
     DSV4_CUDA_LAUNCHED("moe_permute: count kernel");
-    k_moe_place<<<(unsigned)E + 1, PLACE_THREADS, 0, stream>>>(idx, n_pairs, k, E, (int)max_rows, out->counts,
+    (void)dsv4_launch_pdl(k_moe_place, dim3((unsigned)E + 1), dim3(PLACE_THREADS), 0, stream, idx, n_pairs, k, E, (int)max_rows, out->counts,
                                                                out->offsets, out->row_token, out->inv);
     DSV4_CUDA_LAUNCHED("moe_permute: place kernel");
     return DSV4_OK;

@@ -23,6 +23,8 @@
 // Partial amax of n16 16-element groups: block b writes partial[b]. NaN is ignored.
 __global__ void __launch_bounds__(QUANT_THREADS) k_amax_partial(const void *x, int dtype, int64_t n16,
                                                                  float *partial) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     __shared__ float sh[33];
     float m = 0.0f;
     for (int64_t gi = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; gi < n16; gi += (int64_t)gridDim.x * blockDim.x) {
@@ -38,6 +40,8 @@ __global__ void __launch_bounds__(QUANT_THREADS) k_amax_partial(const void *x, i
 __global__ void __launch_bounds__(QUANT_THREADS) k_quantize_rows(const void *x, int dtype, int64_t M, int64_t K,
                                                                   nvfp4_dst d, const float *partial,
                                                                   int n_partial) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     __shared__ float sh[33];
     const int64_t r = blockIdx.x, kb = K / 16;
     if (r >= M) { // a padding row of the swizzled layout
@@ -109,11 +113,11 @@ extern "C" dsv4_status dsv4_cuda_quantize_nvfp4(cudaStream_t stream, const void 
     if (out->mode == DSV4_ACT_SCALE_DYNAMIC_TENSOR && M * K > SMALL_TENSOR) {
         int64_t n16 = M * K / 16, blocks = (n16 + QUANT_THREADS - 1) / QUANT_THREADS;
         n_partial = (int)(blocks < MAX_PARTIALS ? blocks : MAX_PARTIALS);
-        k_amax_partial<<<n_partial, QUANT_THREADS, 0, stream>>>(x, (int)dtype, n16, (float *)workspace);
+        (void)dsv4_launch_pdl(k_amax_partial, dim3(n_partial), dim3(QUANT_THREADS), 0, stream, x, (int)dtype, n16, (float *)workspace);
         DSV4_CUDA_LAUNCHED("quantize_nvfp4: amax kernel");
     }
     int64_t grid = d.swizzled ? (M + 127) / 128 * 128 : M;
-    k_quantize_rows<<<(unsigned)grid, QUANT_THREADS, 0, stream>>>(x, (int)dtype, M, K, d, (const float *)workspace,
+    (void)dsv4_launch_pdl(k_quantize_rows, dim3((unsigned)grid), dim3(QUANT_THREADS), 0, stream, x, (int)dtype, M, K, d, (const float *)workspace,
                                                                   n_partial);
     DSV4_CUDA_LAUNCHED("quantize_nvfp4: quantize kernel");
     return DSV4_OK;

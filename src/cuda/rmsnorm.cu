@@ -20,6 +20,8 @@
 
 __global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm(const void *x, int in_dtype, const float *w, int64_t rows,
                                                            int dim, float eps, void *out, int out_dtype, nvfp4_dst d) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     extern __shared__ __align__(16) float xs[]; // [dim]
     __shared__ float sh[33];
     const int64_t r = blockIdx.x;
@@ -59,6 +61,8 @@ __device__ __forceinline__ void store_group16(void *out, int dtype, int64_t i, c
 template <int G>
 __global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm_reg(const void *x, int in_dtype, const float *w, int64_t rows,
                                                                int dim, float eps, void *out, int out_dtype, nvfp4_dst d) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
     __shared__ float sh[33];
     const int64_t r = blockIdx.x;
     const int kb = dim / 16;
@@ -162,15 +166,15 @@ extern "C" dsv4_status dsv4_cuda_rmsnorm(cudaStream_t stream, const void *x, dsv
     const int groups = (dim / 16 + NORM_THREADS - 1) / NORM_THREADS; // per thread, 1..3
     if (dim % 16 == 0 && groups <= 3 && !((uintptr_t)x & 15) && !((uintptr_t)w & 15) && !((uintptr_t)out & 15)) {
         if (groups == 1)
-            k_rmsnorm_reg<1><<<(unsigned)grid, NORM_THREADS, 0, stream>>>(x, (int)in_dtype, w, rows, dim, eps, out, (int)out_dtype, d);
+            (void)dsv4_launch_pdl(k_rmsnorm_reg<1>, dim3((unsigned)grid), dim3(NORM_THREADS), 0, stream, x, (int)in_dtype, w, rows, dim, eps, out, (int)out_dtype, d);
         else if (groups == 2)
-            k_rmsnorm_reg<2><<<(unsigned)grid, NORM_THREADS, 0, stream>>>(x, (int)in_dtype, w, rows, dim, eps, out, (int)out_dtype, d);
+            (void)dsv4_launch_pdl(k_rmsnorm_reg<2>, dim3((unsigned)grid), dim3(NORM_THREADS), 0, stream, x, (int)in_dtype, w, rows, dim, eps, out, (int)out_dtype, d);
         else
-            k_rmsnorm_reg<3><<<(unsigned)grid, NORM_THREADS, 0, stream>>>(x, (int)in_dtype, w, rows, dim, eps, out, (int)out_dtype, d);
+            (void)dsv4_launch_pdl(k_rmsnorm_reg<3>, dim3((unsigned)grid), dim3(NORM_THREADS), 0, stream, x, (int)in_dtype, w, rows, dim, eps, out, (int)out_dtype, d);
         DSV4_CUDA_LAUNCHED("rmsnorm: kernel");
         return DSV4_OK;
     }
-    k_rmsnorm<<<(unsigned)grid, NORM_THREADS, (size_t)dim * sizeof(float), stream>>>(x, (int)in_dtype, w, rows, dim, eps,
+    (void)dsv4_launch_pdl(k_rmsnorm, dim3((unsigned)grid), dim3(NORM_THREADS), (size_t)dim * sizeof(float), stream, x, (int)in_dtype, w, rows, dim, eps,
                                                                                      out, (int)out_dtype, d);
     DSV4_CUDA_LAUNCHED("rmsnorm: kernel");
     return DSV4_OK;
