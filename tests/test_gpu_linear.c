@@ -56,6 +56,13 @@ static void make_weight(host_weight *o, dsv4_wformat f, int scale_f32, int64_t N
             for (int b = 0; b < 8; b++) o->q[1 * K / 2 + b] = (b & 1) ? 0xF7 : 0x77;
             o->s[1 * K / 16] = 0x7E;
         }
+        /* row 3 stored with negative scales and negated elements (the same values): the upload
+         * makes scales non-negative (src/cuda/fp4_layout.cuh) */
+        if (N > 3)
+            for (int64_t b = 0; b < K / 16; b++) {
+                o->s[3 * K / 16 + b] ^= 0x80;
+                for (int j = 0; j < 8; j++) o->q[3 * K / 2 + 8 * b + j] ^= 0x88;
+            }
     } else if (f == DSV4_WF_MXFP4) {
         o->q = malloc(n / 2);
         o->s = malloc(n / 32);
@@ -360,6 +367,25 @@ TEST(gpu_linear_rejects_bad_arguments) {
     CHECK_STATUS(dsv4_cuda_linear(&a, 0), DSV4_ERR_UNSUPPORTED);
     dsv4_cuda_weight_free(&dw);
     CHECK(dw.alloc == NULL);
+}
+
+/* The fp4 device layout (fp4_layout.cuh) on the host: a bit permutation (round trip), and the
+ * pair extraction the kernels do on it gives exactly the pairs of the natural layout. */
+TEST(fp4_device_layout_round_trip_and_pairs) {
+    uint64_t rng = 0x5eed;
+    for (int it = 0; it < 200000; it++) {
+        const uint32_t q = it < 16 ? 0x11111111u * (uint32_t)it : (uint32_t)test_rand_u64(&rng);
+        const uint32_t r = dsv4_cuda_host_fp4_to_device_word(q);
+        CHECK_MSG(dsv4_cuda_host_fp4_from_device_word(r) == q, "round trip of %08x", q);
+        CHECK(__builtin_popcount(r) == __builtin_popcount(q));
+        uint32_t got[4];
+        dsv4_cuda_host_fp4_device_pair_bits(r, got);
+        for (int i = 0; i < 4; i++) { /* element i low half, element i + 4 high half */
+            const uint32_t lo = (q >> (4 * i)) & 15u, hi = (q >> (4 * i + 16)) & 15u;
+            const uint32_t want = ((lo & 7u) << 6) | ((lo & 8u) << 12) | ((hi & 7u) << 22) | ((hi & 8u) << 28);
+            CHECK_MSG(got[i] == want, "word %08x pair %d: %08x, want %08x", q, i, got[i], want);
+        }
+    }
 }
 
 #else

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cuda/fp4_layout.cuh"
 #include "cuda/linear_internal.cuh"
 
 // Decode split-K plan: aim for this many CTAs (about eight 4-warp CTAs per SM of a 132-SM
@@ -42,6 +43,44 @@ static dsv4_status check_shape(dsv4_wformat f, int64_t rows, int64_t cols, const
     return DSV4_OK;
 }
 
+// ---- the device layout of fp4 payloads (fp4_layout.cuh) ----
+
+#define LAYOUT_THREADS 256
+
+// One thread per 16-element block: two payload words and (NVFP4) scale byte b.
+__global__ void __launch_bounds__(LAYOUT_THREADS) k_fp4_device_layout(uint32_t *q, uint8_t *s, int64_t n_blocks,
+                                                                       int nvfp4) {
+    for (int64_t b = (int64_t)blockIdx.x * LAYOUT_THREADS + threadIdx.x; b < n_blocks;
+         b += (int64_t)gridDim.x * LAYOUT_THREADS) {
+        uint32_t w0 = q[2 * b], w1 = q[2 * b + 1];
+        if (nvfp4 && (s[b] & 0x80u)) { // -scale · e = scale · -e (natural layout: bit 3 of each nibble)
+            s[b] &= 0x7fu;
+            w0 ^= 0x88888888u;
+            w1 ^= 0x88888888u;
+        }
+        q[2 * b] = fp4_to_device_word(w0);
+        q[2 * b + 1] = fp4_to_device_word(w1);
+    }
+}
+
+extern "C" dsv4_status dsv4_cuda_fp4_device_layout(uint8_t *q, uint8_t *s, int64_t rows, int64_t cols, dsv4_wformat f) {
+    if (f != DSV4_WF_NVFP4 && f != DSV4_WF_MXFP4) return DSV4_OK;
+    if (!q || !s || rows < 1 || cols < 16 || cols % 16 || ((uintptr_t)q & 3))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "fp4 device layout: bad weight [%lld, %lld] or payload pointer",
+                         (long long)rows, (long long)cols);
+    const int64_t n_blocks = rows * (cols / 16);
+    int64_t grid = (n_blocks + LAYOUT_THREADS - 1) / LAYOUT_THREADS;
+    if (grid > 65535) grid = 65535;
+    k_fp4_device_layout<<<(unsigned)grid, LAYOUT_THREADS>>>(reinterpret_cast<uint32_t *>(q), s, n_blocks,
+                                                            f == DSV4_WF_NVFP4);
+    DSV4_CUDA_LAUNCHED("fp4 device layout: kernel");
+    return DSV4_OK;
+}
+
+extern "C" uint32_t dsv4_cuda_host_fp4_to_device_word(uint32_t q) { return fp4_to_device_word(q); }
+extern "C" uint32_t dsv4_cuda_host_fp4_from_device_word(uint32_t r) { return fp4_from_device_word(r); }
+extern "C" void dsv4_cuda_host_fp4_device_pair_bits(uint32_t r, uint32_t out[4]) { fp4_device_pair_bits(r, out); }
+
 extern "C" dsv4_status dsv4_cuda_weight_upload(const dsv4_weight *w, dsv4_cuda_weight *out) {
     memset(out, 0, sizeof *out);
     const char *what = weight_name(w);
@@ -77,6 +116,8 @@ extern "C" dsv4_status dsv4_cuda_weight_upload(const dsv4_weight *w, dsv4_cuda_w
         snprintf(op, sizeof op, "upload %s: cudaMemcpy scales", what);
         st = dsv4_cuda_check(cudaMemcpy((uint8_t *)buf + scale_off, w->scale, scales, cudaMemcpyHostToDevice), op);
     }
+    if (st == DSV4_OK) // after the copies on the legacy stream, before the synchronisation below
+        st = dsv4_cuda_fp4_device_layout((uint8_t *)buf, (uint8_t *)buf + scale_off, w->rows, w->cols, w->format);
     if (st == DSV4_OK) {
         /* a copy from pageable memory may return before the DMA lands; kernels on a
          * non-blocking stream must not read half-copied weights (upload is load time) */

@@ -45,6 +45,19 @@ dsv4_status dsv4_cuda_weight_upload(const dsv4_weight *w, dsv4_cuda_weight *out)
 /* Frees what upload allocated (safe on a zeroed struct); leaves *w zeroed. */
 void dsv4_cuda_weight_free(dsv4_cuda_weight *w);
 
+/* Rewrites an uploaded NVFP4 or MXFP4 weight [rows, cols] in place (payload q, block scales s)
+ * into the layout the kernels read (src/cuda/fp4_layout.cuh: each 32-bit word's bits
+ * rearranged; NVFP4 blocks with a negative scale get scale and element signs flipped).
+ * dsv4_cuda_weight_upload does this itself; uploaders that copy payloads on their own (the
+ * MoE stacks) call it once per weight. Asynchronous on the legacy default stream. */
+dsv4_status dsv4_cuda_fp4_device_layout(uint8_t *q, uint8_t *s, int64_t rows, int64_t cols, dsv4_wformat f);
+/* The same rearrangement of one 32-bit word on the host, and its inverse (tests). */
+uint32_t dsv4_cuda_host_fp4_to_device_word(uint32_t q);
+uint32_t dsv4_cuda_host_fp4_from_device_word(uint32_t r);
+/* The four BF16 bit patterns (pairs (i, i+4) of e2m1 · 2^-126) the kernels take from a
+ * device-layout word (tests compare them with the natural-layout formulas). */
+void dsv4_cuda_host_fp4_device_pair_bits(uint32_t r, uint32_t out[4]);
+
 /* W4A4 activations, already quantized to NVFP4 (by the quantize kernel): q u8 [M, K/2],
  * scale e4m3 [M, K/16], dequantized value = e2m1 · scale · input_scale, where input_scale is
  * token_scales[m] (device, per token) when token_scales is not NULL, else the host float

@@ -79,14 +79,14 @@ template <int FMT>
 __device__ __forceinline__ void expand_w_chunk(const RawChunk &r, uint32_t out[]) {
     const uint32_t words[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
     if (FMT == LIN_NVFP4) {
-        const uint32_t c0 = e4m3_scale_c(r.s, 0x4040), c1 = e4m3_scale_c(r.s, 0x4141);
+        const uint32_t c0 = e4m3_scale_c_pos(r.s, 0x4040), c1 = e4m3_scale_c_pos(r.s, 0x4141);
 #pragma unroll
-        for (int w = 0; w < 4; w++) e2m1x8_pairs(words[w], w < 2 ? c0 : c1, out + 4 * w);
+        for (int w = 0; w < 4; w++) e2m1x8_pairs_dev(words[w], w < 2 ? c0 : c1, out + 4 * w);
     } else if (FMT == LIN_MXFP4) {
         const uint32_t two126 = BF16X2_2P126, c = ue8m0_c(r.s);
 #pragma unroll
         for (int w = 0; w < 4; w++) {
-            e2m1x8_pairs(words[w], two126, out + 4 * w);
+            e2m1x8_pairs_dev(words[w], two126, out + 4 * w);
 #pragma unroll
             for (int i = 0; i < 4; i++) out[4 * w + i] = bf16x2_mul(out[4 * w + i], c);
         }

@@ -38,8 +38,8 @@ __global__ void __launch_bounds__(EXPAND_THREADS) linear_expand_bf16(const Linea
             uint32_t c0, c1, post = 0;
             if (FMT == LIN_NVFP4) {
                 const uint16_t s2 = __ldg(reinterpret_cast<const uint16_t *>(p.w_scale + n * (p.K / 16) + k / 16));
-                c0 = e4m3_scale_c(s2, 0x4040);
-                c1 = e4m3_scale_c(s2, 0x4141);
+                c0 = e4m3_scale_c_pos(s2, 0x4040); // device layout: non-negative scales
+                c1 = e4m3_scale_c_pos(s2, 0x4141);
             } else {
                 c0 = c1 = BF16X2_2P126;
                 post = ue8m0_c(__ldg(p.w_scale + n * (p.K / 32) + k / 32));
@@ -47,7 +47,7 @@ __global__ void __launch_bounds__(EXPAND_THREADS) linear_expand_bf16(const Linea
 #pragma unroll
             for (int w = 0; w < 4; w++) {
                 uint32_t pr[4]; // (0, 4), (1, 5), (2, 6), (3, 7)
-                e2m1x8_pairs(words[w], w < 2 ? c0 : c1, pr);
+                e2m1x8_pairs_dev(words[w], w < 2 ? c0 : c1, pr);
                 if (FMT == LIN_MXFP4)
 #pragma unroll
                     for (int i = 0; i < 4; i++) pr[i] = bf16x2_mul(pr[i], post);

@@ -34,6 +34,7 @@
 // are padding (zero A rows, not stored); A row r reads x row row_token[r] (gather, L1) or r
 // (L2). Everything routing-dependent is read on the device, so the launch is graph-safe.
 #include "cuda/linear_grouped.cuh"
+#include "cuda/linear_expand.cuh"
 #include "cuda/linear_internal.cuh"
 
 #define PREFILL_BM 128
@@ -138,11 +139,28 @@ __device__ __forceinline__ RawBlock load_act_block(const LinearParams &p, int64_
     return r;
 }
 
-// Writes the 16 BF16 values of a raw block to dst (16-byte aligned, 32 bytes).
-template <bool FP8>
+// Writes the 16 BF16 values of a raw block to dst (16-byte aligned, 32 bytes). DEV: fp4 words
+// in the weight device layout (fp4_layout.cuh), else nibble i = element i (activations).
+template <bool FP8, bool DEV>
 __device__ __forceinline__ void expand_block(const RawBlock &r, __nv_bfloat16 *dst) {
     uint32_t out[8];
-    if (FP8) {
+    if (!FP8 && DEV) {
+        const uint32_t w[2] = {r.q.x, r.q.y};
+        float v[16];
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            uint32_t pr[4]; // pairs (i, i + 4) as exact BF16 e2m1 values
+            fp4_device_pair_bits(w[j], pr);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                pr[i] = bf16x2_mul(pr[i], BF16X2_2P126);
+                v[8 * j + i] = __uint_as_float(pr[i] << 16);
+                v[8 * j + i + 4] = __uint_as_float(pr[i] & 0xffff0000u);
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) out[i] = pack_bf16x2(v[2 * i] * r.scale, v[2 * i + 1] * r.scale);
+    } else if (FP8) {
         const uint32_t w[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
 #pragma unroll
         for (int i = 0; i < 8; i++) {
@@ -258,13 +276,13 @@ __global__ void __launch_bounds__(PS::kThreads, PREFILL_MIN_CTAS_PER_SM)
 #pragma unroll
         for (int j = 0; j < PS::kBBlocksPerThread; j++) {
             const int blk = threadIdx.x + j * PS::kThreads;
-            expand_block<FMT == LIN_FP8>(wraw[j], Bs + (blk / (PREFILL_BK / 16)) * PS::kLd + (blk % (PREFILL_BK / 16)) * 16);
+            expand_block<FMT == LIN_FP8, true>(wraw[j], Bs + (blk / (PREFILL_BK / 16)) * PS::kLd + (blk % (PREFILL_BK / 16)) * 16);
         }
         if (ACT == LIN_ACT_NVFP4) {
 #pragma unroll
             for (int j = 0; j < PS::kABlocksPerThread; j++) {
                 const int blk = threadIdx.x + j * PS::kThreads;
-                expand_block<false>(xraw[j], as + (blk / (PREFILL_BK / 16)) * PS::kLd + (blk % (PREFILL_BK / 16)) * 16);
+                expand_block<false, false>(xraw[j], as + (blk / (PREFILL_BK / 16)) * PS::kLd + (blk % (PREFILL_BK / 16)) * 16);
             }
         }
         // issue slab kt+1

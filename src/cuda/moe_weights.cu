@@ -92,12 +92,16 @@ static dsv4_status upload_expert(const dsv4_cpu_expert *e, int g, int64_t D, int
     snprintf(op, sizeof op, "moe weights upload: expert %d L1 (cudaMemcpy)", g);
     DSV4_CUDA_TRY(cudaMemcpy((void *)(l1->data + (int64_t)g * l1->w_stride), q, 2 * half_q, cudaMemcpyHostToDevice), op);
     DSV4_CUDA_TRY(cudaMemcpy((void *)(l1->scale + (int64_t)g * l1->s_stride), s, 2 * half_s, cudaMemcpyHostToDevice), op);
+    DSV4_TRY(dsv4_cuda_fp4_device_layout((uint8_t *)(l1->data + (int64_t)g * l1->w_stride),
+                                         (uint8_t *)(l1->scale + (int64_t)g * l1->s_stride), 2 * I, D, DSV4_WF_NVFP4));
     DSV4_TRY(to_nvfp4(e->w2, D, I, &w2, q, s));
     gs2[g] = w2.global;
     is2[g] = w2.input_scale > 0.0f ? w2.input_scale : 0.0f;
     snprintf(op, sizeof op, "moe weights upload: expert %d L2 (cudaMemcpy)", g);
     DSV4_CUDA_TRY(cudaMemcpy((void *)(l2->data + (int64_t)g * l2->w_stride), q, half_q, cudaMemcpyHostToDevice), op);
     DSV4_CUDA_TRY(cudaMemcpy((void *)(l2->scale + (int64_t)g * l2->s_stride), s, half_s, cudaMemcpyHostToDevice), op);
+    DSV4_TRY(dsv4_cuda_fp4_device_layout((uint8_t *)(l2->data + (int64_t)g * l2->w_stride),
+                                         (uint8_t *)(l2->scale + (int64_t)g * l2->s_stride), D, I, DSV4_WF_NVFP4));
     return DSV4_OK;
 }
 
