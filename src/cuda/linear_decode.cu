@@ -37,8 +37,8 @@
 // Split-K. With splits > 1 each split writes its sums (times kUnit) to partials[split] and
 // linear_splitk_reduce (linear.cu) adds them in split order: no atomics, reproducible.
 //
-// Grouped mode (MoE experts, p.grouped): blockIdx.z is an index into the device list of
-// active groups; see LinearGroups in linear_internal.cuh.
+// Grouped mode (MoE experts, p.grouped): the CTAs walk one flattened list of (active group,
+// bucket chunk, tile) items (DecodeItem below); see LinearGroups in linear_internal.cuh.
 #include <stdlib.h>
 
 #include "cuda/linear_expand.cuh"
@@ -198,6 +198,41 @@ __device__ __forceinline__ void cp_async_scale(uint32_t *dst, const uint8_t *a, 
     cp_async4(dst, valid ? (const void *)(a - sh) : dummy, valid ? sh + (two_bytes ? 2 : 1) : 0);
 }
 
+// A work item: one CTA tile of rows (and, grouped, one bucket chunk of one active group's
+// rows). Dense calls have n_tiles items. Grouped calls flatten (active group index, chunk,
+// tile) into one index space of n_active · per_group items, walked by every CTA of a grid
+// sized to the device, so the work spreads over all SMs however the tokens are routed (a
+// grid with a z slot per possible group left most CTAs idle under skewed routing). Items
+// of chunks past a group's rows are empty (found the same way by producer and consumer).
+struct DecodeItem {
+    const uint8_t *w, *ws; // the group's weight
+    int64_t row_base;      // first weight row of the tile
+    int64_t y_begin;       // first y row of the chunk
+    int m_count;           // rows of x / y in the chunk (<= MT)
+    int grp;               // group id (grouped mode)
+};
+
+template <int MT>
+__device__ __forceinline__ bool decode_item(const LinearParams &p, int64_t item, int64_t n_tiles, int64_t per_group,
+                                            int rows_per_tile, DecodeItem &it) {
+    const int64_t rem = p.grouped ? item % per_group : item;
+    const int64_t chunk = rem / n_tiles;
+    it.row_base = (rem % n_tiles) * rows_per_tile;
+    if (!p.grouped) {
+        it.w = p.w, it.ws = p.w_scale, it.y_begin = 0, it.m_count = (int)p.M, it.grp = 0;
+        return true;
+    }
+    const LinearGroups &G = p.grp;
+    it.grp = G.active[item / per_group];
+    const int count = G.row_count[it.grp];
+    if (chunk * MT >= count) return false;
+    it.w = p.w + (int64_t)it.grp * G.w_stride;
+    it.ws = p.w_scale + (int64_t)it.grp * G.s_stride;
+    it.y_begin = G.row_begin[it.grp] + chunk * MT;
+    it.m_count = count - (int)chunk * MT < MT ? count - (int)chunk * MT : MT;
+    return true;
+}
+
 template <int FMT, int ACT, int MT>
 __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode_v2(const LinearParams p) {
     using S = DecodeShape<FMT, MT>;
@@ -209,31 +244,14 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
 
-    // this CTA's group (grouped mode) or the whole call
-    const uint8_t *w = p.w, *ws = p.w_scale;
-    int64_t y0 = 0;
-    int count = (int)p.M;
-    const int32_t *row_token = nullptr;
-    float factor = p.out_scale;
     // PDL (common.cuh): the successor may launch now. A dense call loads its first weight
     // stages before waiting for the predecessor (weights are never written by a kernel); a
     // grouped call waits first, since the active-expert list comes from the routing kernels.
     pdl_launch_dependents();
-    if (p.grouped) {
-        pdl_wait();
-        const LinearGroups &G = p.grp;
-        if ((int)blockIdx.z >= *G.n_active) return;
-        const int grp = G.active[blockIdx.z];
-        w = p.w + (int64_t)grp * G.w_stride;
-        ws = p.w_scale + (int64_t)grp * G.s_stride;
-        y0 = G.row_begin[grp];
-        count = G.row_count[grp];
-        row_token = G.row_token;
-        factor = p.out_scale * (G.group_scale ? G.group_scale[grp] : 1.0f);
-    }
+    if (p.grouped) pdl_wait();
     const int64_t n_tiles = (p.N + S::kRowsPerCta - 1) / S::kRowsPerCta;
-    const int64_t n_chunks = p.grouped ? (count + MT - 1) / MT : 1; // groups larger than the bucket
-    const int64_t n_items = n_tiles * n_chunks;
+    const int64_t per_group = n_tiles * ((p.grp.bound + MT - 1) / MT); // grouped: tiles x bucket chunks
+    const int64_t n_items = p.grouped ? (int64_t)*p.grp.n_active * per_group : n_tiles;
     const int64_t k_begin = (int64_t)blockIdx.y * p.k_per_split;
     const int64_t k_end = k_begin + p.k_per_split < p.K ? k_begin + p.k_per_split : p.K;
     const int64_t n_steps = (k_end - k_begin + S::kStep - 1) / S::kStep;
@@ -246,15 +264,23 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     // Per item the lane's kC rows are fixed (rows past N are clamped to row N - 1: computed,
     // never stored), so their 32-bit byte offsets (a weight is < 4 GB: linear_decode_launch)
     // are computed once per item; a step only adds its K offset.
-    int64_t p_item = ns_w > 0 ? (int64_t)blockIdx.x : n_items; // a warp with no steps loads nothing
+    int64_t p_item = blockIdx.x;
+    const uint8_t *p_w = p.w, *p_ws = p.w_scale; // the producer item's weight
     int p_q = 0;
     int p_slot = 0;
     const int64_t k_first = k_begin + (int64_t)warp * S::kStep + t * S::kElems; // the lane's chunk at step 0
     uint32_t p_qo[kC], p_so[kC]; // payload offset; aligned scale-word offset (fp4) at step 0
     uint32_t p_sb = 0;           // fp4: scale bytes to copy for chunk c in byte c
     int64_t p_row[kC];
-    auto p_rows = [&]() {
-        const int64_t row_base = (p_item % n_tiles) * S::kRowsPerCta;
+    // moves the producer to the first non-empty item from p_item on (stride gridDim.x) and
+    // sets up its rows; a warp with no steps loads nothing
+    auto p_seek = [&]() {
+        DecodeItem it;
+        while (p_item < n_items && !decode_item<MT>(p, p_item, n_tiles, per_group, S::kRowsPerCta, it)) p_item += gridDim.x;
+        if (ns_w == 0) p_item = n_items;
+        if (p_item >= n_items) return;
+        p_w = it.w, p_ws = it.ws;
+        const int64_t row_base = it.row_base;
         p_sb = 0;
 #pragma unroll
         for (int c = 0; c < kC; c++) {
@@ -263,13 +289,13 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
             p_qo[c] = (uint32_t)(p_row[c] * row_bytes + (FMT == LIN_FP8 ? k_first : k_first / 2));
             if (FMT != LIN_FP8) {
                 const uint32_t so = (uint32_t)(p_row[c] * srow_bytes + (FMT == LIN_NVFP4 ? k_first / 16 : k_first / 32));
-                const uint32_t sh = (uint32_t)(((uintptr_t)ws + so) & 3u);
+                const uint32_t sh = (uint32_t)(((uintptr_t)p_ws + so) & 3u);
                 p_so[c] = so - sh;
                 p_sb |= (sh + (FMT == LIN_NVFP4 ? 2u : 1u)) << (8 * c);
             }
         }
     };
-    if (p_item < n_items) p_rows();
+    p_seek();
     auto produce = [&]() {
         if (p_item < n_items) {
             const int64_t kq = (int64_t)p_q * (DECODE_WARPS * S::kStep); // this step's K offset
@@ -278,9 +304,9 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
             const uint32_t ds = (uint32_t)(FMT == LIN_NVFP4 ? kq / 16 : kq / 32); // a multiple of 4
 #pragma unroll
             for (int c = 0; c < kC; c++) {
-                cp_async16(&ring_q[warp][p_slot][c][lane], w + (in ? p_qo[c] + dq : 0u), in ? 16 : 0);
+                cp_async16(&ring_q[warp][p_slot][c][lane], p_w + (in ? p_qo[c] + dq : 0u), in ? 16 : 0);
                 if (FMT != LIN_FP8)
-                    cp_async4(&ring_s[warp][p_slot][c][lane], ws + (in ? p_so[c] + ds : 0u),
+                    cp_async4(&ring_s[warp][p_slot][c][lane], p_ws + (in ? p_so[c] + ds : 0u),
                               in ? (int)((p_sb >> (8 * c)) & 0xffu) : 0);
             }
             if (FMT == LIN_FP8) { // the step's block scale of tile r (one for the warp; 16-row tiles
@@ -290,15 +316,15 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
                 for (int r = 0; r < S::kR; r++) {
                     const int64_t si = p_row[2 * r] / 128 * kblocks + k0 / 128;
                     if (p.w_scale_f32)
-                        cp_async4(&ring_s[warp][p_slot][2 * r][lane], ws + 4 * si, 4);
+                        cp_async4(&ring_s[warp][p_slot][2 * r][lane], p_ws + 4 * si, 4);
                     else
-                        cp_async_scale(&ring_s[warp][p_slot][2 * r][lane], ws + si, false, true, ws);
+                        cp_async_scale(&ring_s[warp][p_slot][2 * r][lane], p_ws + si, false, true, p_ws);
                 }
             }
             if (++p_q == ns_w) {
                 p_q = 0;
                 p_item += gridDim.x;
-                if (p_item < n_items) p_rows();
+                p_seek();
             }
         }
         cp_async_commit(); // possibly empty: keeps the group count uniform
@@ -311,11 +337,14 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     // ---- consumer ----
     const float unit = decode_unit<FMT, ACT>();
     int c_slot = 0;
+    const int32_t *row_token = p.grouped ? p.grp.row_token : nullptr;
     for (int64_t item = blockIdx.x; item < n_items; item += gridDim.x) {
-        const int64_t tile = item % n_tiles, chunk = item / n_tiles;
-        const int64_t row_base = tile * S::kRowsPerCta;
-        const int64_t y_begin = y0 + chunk * MT;
-        const int m_count = count - (int)chunk * MT < MT ? count - (int)chunk * MT : MT;
+        DecodeItem it;
+        if (!decode_item<MT>(p, item, n_tiles, per_group, S::kRowsPerCta, it)) continue; // uniform per CTA
+        const uint8_t *ws = it.ws;
+        const int64_t row_base = it.row_base, y_begin = it.y_begin;
+        const int m_count = it.m_count;
+        const float factor = p.out_scale * (p.grouped && p.grp.group_scale ? p.grp.group_scale[it.grp] : 1.0f);
 
         int64_t xrow[S::kNT];
 #pragma unroll
@@ -473,21 +502,23 @@ static dsv4_status launch_mt(const LinearParams &p, int splits, cudaStream_t s) 
     using S = DecodeShape<FMT, MT>;
     static_assert(S::kRowsPerCta == (MT >= 32 ? 16 : 32) && S::kStep == (FMT == LIN_FP8 ? 64 : 128),
                   "linear_decode_rows_per_cta / linear_decode_k_step");
-    const unsigned gz = p.grouped ? (unsigned)p.grp.max_active : 1u;
-    if (gz == 0) return DSV4_OK;
-    const int64_t n_tiles = (p.N + S::kRowsPerCta - 1) / S::kRowsPerCta;
-    // v2: about one wave of resident CTAs (DECODE_MIN_CTAS per SM: the launch bounds cap the
+    if (p.grouped && (p.grp.max_active < 1 || p.grp.bound < 1)) return DSV4_OK;
+    // grouped: the items of up to max_active groups (one bucket chunk each while the bound fits
+    // the bucket) share one grid
+    const int64_t n_tiles = (p.N + S::kRowsPerCta - 1) / S::kRowsPerCta *
+                            (p.grouped ? (int64_t)p.grp.max_active * ((p.grp.bound + MT - 1) / MT) : 1);
+    // About one wave of resident CTAs (DECODE_MIN_CTAS per SM: the launch bounds cap the
     // registers for it and the static shared memory, <= 48 KB per CTA, fits it), each looping
     // over tiles; the result does not depend on the grid (see above). No runtime API call but
     // two cached device queries, so this is safe inside a stream capture.
     const int per_sm = DECODE_MIN_CTAS;
     const int64_t resident = (int64_t)decode_sm_count() * per_sm;
-    const int64_t others = (int64_t)splits * gz; // CTAs along y and z (grouped: an upper bound)
+    const int64_t others = splits; // CTAs along y
     int64_t want = (resident + others - 1) / others;
     if (want < 1) want = 1;
     const int64_t per_cta = (n_tiles + want - 1) / want; // tiles per CTA, then spread them evenly
     const int64_t gx = (n_tiles + per_cta - 1) / per_cta;
-    const dim3 grid((unsigned)gx, (unsigned)splits, gz);
+    const dim3 grid((unsigned)gx, (unsigned)splits, 1);
     DSV4_CUDA_TRY(dsv4_launch_pdl(linear_decode_v2<FMT, ACT, MT>, grid, dim3(DECODE_THREADS), 0, s, p),
                   "linear_decode_v2 launch");
     return DSV4_OK;

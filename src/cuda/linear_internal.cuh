@@ -18,8 +18,8 @@ enum LinearFormat { LIN_NVFP4 = 0, LIN_MXFP4 = 1, LIN_FP8 = 2 };
 // Activation formats: BF16 (W4A16) or NVFP4 packed e2m1 + e4m3 scales (W4A4).
 enum LinearAct { LIN_ACT_BF16 = 0, LIN_ACT_NVFP4 = 1 };
 
-// Grouped (MoE) mode of the decode kernel: blockIdx.z walks a device list of active groups
-// (experts), each with its own weight and its own rows of x and y. Everything here is read on
+// Grouped (MoE) mode of the decode kernel: its CTAs walk the tiles of a device list of active
+// groups (experts), each with its own weight and its own rows of x and y. Everything here is read on
 // the device, so a grouped launch needs no host knowledge of the routing (graph-safe).
 struct LinearGroups {
     const int32_t *active;      // device [max_active]: group id handled by blockIdx.z
@@ -29,7 +29,8 @@ struct LinearGroups {
     const int32_t *row_token;   // device [rows] or NULL: x row read for y row r (gather); < 0 skips
     int64_t w_stride, s_stride; // bytes between consecutive groups' payloads / block scales
     const float *group_scale;   // device [G] or NULL: extra factor per group (global · input scale)
-    int max_active;             // gridDim.z
+    int max_active;             // the most groups a call can have active (host bound)
+    int bound;                  // the most rows any group can have (host bound): chunks per group
 };
 
 // Everything a linear kernel reads; passed by value.

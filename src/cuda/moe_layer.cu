@@ -101,6 +101,7 @@ extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const d
         p.grp.active = a->active;
         p.grp.n_active = a->n_active;
         p.grp.max_active = a->max_active;
+        p.grp.bound = a->bound;
         return linear_decode_launch(LIN_NVFP4, act, p, 1, stream);
     }
     if (a->tile != linear_prefill_group_tile())
