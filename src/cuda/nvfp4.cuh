@@ -303,10 +303,12 @@ __device__ __forceinline__ void unpack16(const uint32_t w[RAW_WORDS(DT)], float 
 // Threads per row of the row kernels (a power of two, 32..256), chosen by the row count:
 // a block per row (256 threads, one group each: the shortest chain, what a decode token
 // wants) until the grid has ROW_THREADS_TARGET threads anyway, then fewer threads per row
-// with more groups each, down to a warp per row: more bytes in flight per thread, a quarter
-// to an eighth of the blocks, and the row reductions become warp shuffles.
-// DSV4_ROW_THREADS=32|64|128|256 forces one (tests: every layout on every shape).
-#define ROW_THREADS_TARGET (1 << 17)
+// with more groups each, down to a warp per row: more bytes in flight per thread, fewer
+// blocks, and the row reductions become warp shuffles. 2^18 gives 4096 rows 64 threads
+// (K = 4096 BF16: 4 groups = 128 bytes in flight per thread, 73 registers, 3 blocks per SM)
+// and 8192+ rows a warp (8 groups, 128 registers, 2 blocks per SM): unmeasured guesses,
+// A/B them with DSV4_ROW_THREADS=32|64|128|256, which forces one (tests: every layout).
+#define ROW_THREADS_TARGET (1 << 18)
 static inline int row_threads(int64_t rows) {
     int o = dsv4_cuda_row_threads_override();
     if (o) return o;

@@ -1,8 +1,10 @@
 // NVFP4 activation quantize kernels (header: quantize.h; semantics: src/cpu/quantize.h).
 //
-// One block of 256 threads per row (per padding row too, in the swizzled layout, so the
-// padding scales are written zero); each thread owns whole 16-element blocks: two or four
-// 16-byte loads, one scale byte, one 8-byte payload store. DYNAMIC_TENSOR first reduces the
+// TPR threads per row (256 for a few rows down to a warp for thousands: nvfp4.cuh
+// row_threads), S 16-element groups per thread, all their 16-byte loads in flight before the
+// first use; each group gives one scale byte and one 8-byte payload store. Blocks are
+// launched for the padding rows of the swizzled layout too, so their scales are written
+// zero. DYNAMIC_TENSOR first reduces the
 // tensor's amax into <= 1024 per-block partials; every quantize block then re-reduces those
 // partials itself (4 KB, from L2) instead of waiting on a grid-wide result, so there is no
 // atomic, no memset and no second synchronisation point, and the result repeats bit for bit.
