@@ -336,6 +336,9 @@ TEST(gpu_quantize_bit_exact_large_batch) {
               "4096x4096 bf16 static swizzled: %s", msg);
     CHECK_MSG(quantize_case(4096, 4096, 1, DSV4_ACT_SCALE_DYNAMIC_TENSOR, DSV4_SF_LINEAR, 0, 0, &rng, msg, sizeof msg),
               "4096x4096 bf16 dynamic-tensor: %s", msg);
+    /* the many-row layout (row_threads) with the per-token amax kept in registers */
+    CHECK_MSG(quantize_case(4096, 4096, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, DSV4_SF_SWIZZLED, 1, 0, &rng, msg, sizeof msg),
+              "4096x4096 bf16 dynamic-token swizzled: %s", msg);
     CHECK_MSG(quantize_case(1000, 7168, 0, DSV4_ACT_SCALE_DYNAMIC_TOKEN, DSV4_SF_SWIZZLED, 1, 0, &rng, msg, sizeof msg),
               "1000x7168 f32 dynamic-token swizzled: %s", msg);
 }

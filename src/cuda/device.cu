@@ -29,6 +29,16 @@ extern "C" int dsv4_cuda_pdl_enabled(void) {
     return v;
 }
 
+extern "C" int dsv4_cuda_row_threads_override(void) {
+    static int v = -1; // benign race, as above
+    if (v < 0) {
+        const char *e = getenv("DSV4_ROW_THREADS");
+        int n = e ? atoi(e) : 0;
+        v = (n == 32 || n == 64 || n == 128 || n == 256) ? n : 0;
+    }
+    return v;
+}
+
 extern "C" dsv4_status dsv4_cuda_device_count(int *count) {
     *count = 0;
     cudaError_t err = cudaGetDeviceCount(count);

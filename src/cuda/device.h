@@ -21,6 +21,10 @@ dsv4_status dsv4_cuda_device_info(int device, dsv4_device_info *info);
 /* 1 unless the environment has DSV4_PDL=0: kernels that support programmatic dependent
  * launch are then launched the ordinary way (A/B benchmarks; common.cuh). */
 int dsv4_cuda_pdl_enabled(void);
+/* 0 unless the environment has DSV4_ROW_THREADS=32, 64, 128 or 256: the quantize and fused
+ * RMSNorm kernels then give every row that many threads whatever the row count (tests and
+ * benchmarks of each layout; nvfp4.cuh row_threads). */
+int dsv4_cuda_row_threads_override(void);
 
 #ifdef __CUDACC__
 dsv4_status dsv4_cuda_check(cudaError_t err, const char *op);

@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cuda/device.h"
+
 #define DSV4_HD static inline __host__ __device__
 
 // Kinds of element arrays the kernels read and write (values match dsv4_cuda_dtype).
@@ -142,6 +144,14 @@ DSV4_HD float bf16_round(float x) { return bf16_decode(bf16_encode(x)); }
 
 #define NVFP4_AMAX_DIVISOR 2688.0f // 6 * 448
 
+// NaN-ignoring amax of one 16-element block (the reference's running `if (a > m) m = a`).
+DSV4_HD float amax16(const float v[16]) {
+    float amax = 0.0f;
+#pragma unroll
+    for (int i = 0; i < 16; i++) amax = f_max_nan_ignored(amax, f_abs(v[i]));
+    return amax;
+}
+
 // input_scale from an amax (dynamic modes): amax / 2688, 1.0 for an all-zero tensor/row.
 DSV4_HD float nvfp4_dynamic_scale(float amax) { return amax == 0.0f ? 1.0f : f_div(amax, NVFP4_AMAX_DIVISOR); }
 
@@ -183,10 +193,10 @@ DSV4_HD uint32_t nvfp4_quant_group16(const float v[16], float g, uint32_t packed
 //  - sf == 0 or NaN: every code 0, as before (q would be NaN or the branch sets 0).
 // tests/test_gpu_quantize.c compares the host build of this function with the division
 // form over random, tie, boundary and non-finite inputs.
-DSV4_HD uint32_t nvfp4_quant_group16_fast(const float v[16], float g, uint32_t packed[2]) {
-    float amax = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 16; i++) amax = f_max_nan_ignored(amax, f_abs(v[i]));
+//
+// nvfp4_quant_group16_amax is the same with the block's amax given (amax16(v)): the row
+// kernels that need a row amax first keep each block's and do not recompute it.
+DSV4_HD uint32_t nvfp4_quant_group16_amax(const float v[16], float amax, float g, uint32_t packed[2]) {
     uint32_t s = e4m3_encode(f_div(f_mul(g, amax), 6.0f));
     float sf = e4m3_decode(s), A = f_abs(sf);
     packed[0] = packed[1] = 0;
@@ -208,6 +218,9 @@ DSV4_HD uint32_t nvfp4_quant_group16_fast(const float v[16], float g, uint32_t p
         packed[i / 8] |= c << (4 * (i % 8));
     }
     return s;
+}
+DSV4_HD uint32_t nvfp4_quant_group16_fast(const float v[16], float g, uint32_t packed[2]) {
+    return nvfp4_quant_group16_amax(v, amax16(v), g, packed);
 }
 
 // Byte offset of the scale of (row r, k-block c): linear [rows, kb] or 128x4 swizzled.
@@ -258,6 +271,59 @@ __device__ __forceinline__ void load_group16(const void *p, int dtype, int64_t i
     }
 }
 
+// ---- row kernels: a row owned by TPR threads (32..256), S 16-element groups per thread
+// Thread t of a row holds groups t, t + TPR, ..., t + (S-1)*TPR, so a warp's loads and
+// stores of one slot are contiguous. The groups are held as the input's raw 32-bit words
+// (RAW_WORDS: 8 for BF16, 16 for fp32) so a warp can keep a 4096-wide BF16 row (8 groups a
+// lane) in 64 registers, loaded with every 16-byte load issued before the first use.
+#define RAW_WORDS(DT) ((DT) == DT_F32 ? 16 : 8)
+
+template <int DT>
+__device__ __forceinline__ void load_raw16(const void *p, int64_t i, uint32_t w[RAW_WORDS(DT)]) {
+    const uint4 *q = (const uint4 *)((const char *)p + i * (DT == DT_F32 ? 4 : 2));
+#pragma unroll
+    for (int k = 0; k < RAW_WORDS(DT) / 4; k++) {
+        uint4 u = q[k];
+        w[4 * k] = u.x, w[4 * k + 1] = u.y, w[4 * k + 2] = u.z, w[4 * k + 3] = u.w;
+    }
+}
+// The 16 values of a raw group (BF16 little-endian: the low half of a word is the even element).
+template <int DT>
+__device__ __forceinline__ void unpack16(const uint32_t w[RAW_WORDS(DT)], float v[16]) {
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        if (DT == DT_F32) {
+            v[2 * k] = u2f(w[2 * k]), v[2 * k + 1] = u2f(w[2 * k + 1]);
+        } else {
+            v[2 * k] = u2f(w[k] << 16), v[2 * k + 1] = u2f(w[k] & 0xffff0000u);
+        }
+    }
+}
+
+// Threads per row of the row kernels (a power of two, 32..256), chosen by the row count:
+// a block per row (256 threads, one group each: the shortest chain, what a decode token
+// wants) until the grid has ROW_THREADS_TARGET threads anyway, then fewer threads per row
+// with more groups each, down to a warp per row: more bytes in flight per thread, fewer
+// blocks, and the row reductions become warp shuffles. 2^18 gives 4096 rows 64 threads
+// (K = 4096 BF16: 4 groups = 128 bytes in flight per thread, 73 registers, 3 blocks per SM)
+// and 8192+ rows a warp (8 groups, 128 registers, 2 blocks per SM): unmeasured guesses,
+// A/B them with DSV4_ROW_THREADS=32|64|128|256, which forces one (tests: every layout).
+#define ROW_THREADS_TARGET (1 << 18)
+static inline int row_threads(int64_t rows) {
+    int o = dsv4_cuda_row_threads_override();
+    if (o) return o;
+    int tpr = 256;
+    while (tpr > 32 && rows * (tpr / 2) >= ROW_THREADS_TARGET) tpr /= 2;
+    return tpr;
+}
+// Groups per thread: the fewest of 1, 2, 4, 8 (at most smax) that cover kb groups with tpr
+// threads, else smax (the row then takes several passes).
+static inline int row_slots(int64_t kb, int tpr, int smax) {
+    int s = 1;
+    while (s < smax && (int64_t)tpr * s < kb) s *= 2;
+    return s;
+}
+
 // Block-wide sum or NaN-ignoring max of one float per thread; every thread gets the result.
 // blockDim.x must be a multiple of 32 and at most 1024; `sh` holds >= 33 floats. The order
 // of the additions is fixed by the block shape, so results repeat bit for bit.
@@ -291,11 +357,14 @@ typedef struct nvfp4_dst {
 
 // Writes zero scales for the padding columns of a real row, or all columns of a padding row
 // (swizzled layout only; rows are padded to 128 and k-blocks to 4).
-__device__ __forceinline__ void nvfp4_zero_pad(const nvfp4_dst *d, int64_t r, int64_t kb, int whole_row) {
+// Thread t of the n threads that own row r writes every n-th of those bytes.
+__device__ __forceinline__ void nvfp4_zero_pad_n(const nvfp4_dst *d, int64_t r, int64_t kb, int whole_row, int t, int n) {
     if (!d->swizzled) return;
     int64_t kb_pad = (kb + 3) / 4 * 4;
-    for (int64_t c = (whole_row ? 0 : kb) + threadIdx.x; c < kb_pad; c += blockDim.x)
-        d->sf[nvfp4_sf_index(1, r, c, kb)] = 0;
+    for (int64_t c = (whole_row ? 0 : kb) + t; c < kb_pad; c += n) d->sf[nvfp4_sf_index(1, r, c, kb)] = 0;
+}
+__device__ __forceinline__ void nvfp4_zero_pad(const nvfp4_dst *d, int64_t r, int64_t kb, int whole_row) {
+    nvfp4_zero_pad_n(d, r, kb, whole_row, threadIdx.x, blockDim.x);
 }
 
 // The tail of every fused RMSNorm: from the staged fp32 row xs[dim] (16-byte aligned) and inv = rsqrt(...),

@@ -1,8 +1,10 @@
 // NVFP4 activation quantize kernels (header: quantize.h; semantics: src/cpu/quantize.h).
 //
-// One block of 256 threads per row (per padding row too, in the swizzled layout, so the
-// padding scales are written zero); each thread owns whole 16-element blocks: two or four
-// 16-byte loads, one scale byte, one 8-byte payload store. DYNAMIC_TENSOR first reduces the
+// TPR threads per row (256 for a few rows down to a warp for thousands: nvfp4.cuh
+// row_threads), S 16-element groups per thread, all their 16-byte loads in flight before the
+// first use; each group gives one scale byte and one 8-byte payload store. Blocks are
+// launched for the padding rows of the swizzled layout too, so their scales are written
+// zero. DYNAMIC_TENSOR first reduces the
 // tensor's amax into <= 1024 per-block partials; every quantize block then re-reduces those
 // partials itself (4 KB, from L2) instead of waiting on a grid-wide result, so there is no
 // atomic, no memset and no second synchronisation point, and the result repeats bit for bit.
@@ -20,35 +22,60 @@
 #define MAX_PARTIALS (DSV4_CUDA_QUANTIZE_WORKSPACE_BYTES / 4)
 #define SMALL_TENSOR 32768
 
-// Partial amax of n16 16-element groups: block b writes partial[b]. NaN is ignored.
-__global__ void __launch_bounds__(QUANT_THREADS) k_amax_partial(const void *x, int dtype, int64_t n16,
-                                                                 float *partial) {
+// Partial amax of n16 16-element groups: block b writes partial[b]. NaN is ignored. Each
+// thread issues AMAX_UNROLL groups' loads before it reduces them. The tensor is walked from
+// its end, so the quantize kernel, walking from row 0, starts on what L2 still holds.
+#define AMAX_UNROLL 4
+template <int DT>
+__global__ void __launch_bounds__(QUANT_THREADS) k_amax_partial(const void *x, int64_t n16, float *partial) {
     pdl_launch_dependents();
     pdl_wait(); // PDL: see common.cuh
     __shared__ float sh[33];
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
     float m = 0.0f;
-    for (int64_t gi = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; gi < n16; gi += (int64_t)gridDim.x * blockDim.x) {
-        float v[16];
-        load_group16(x, dtype, gi * 16, v);
+    for (int64_t g0 = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; g0 < n16; g0 += AMAX_UNROLL * stride) {
+        uint32_t w[AMAX_UNROLL][RAW_WORDS(DT)];
 #pragma unroll
-        for (int k = 0; k < 16; k++) m = f_max_nan_ignored(m, f_abs(v[k]));
+        for (int u = 0; u < AMAX_UNROLL; u++)
+            if (g0 + u * stride < n16) load_raw16<DT>(x, (n16 - 1 - (g0 + u * stride)) * 16, w[u]);
+#pragma unroll
+        for (int u = 0; u < AMAX_UNROLL; u++) {
+            if (g0 + u * stride >= n16) break;
+            float v[16];
+            unpack16<DT>(w[u], v);
+            m = f_max_nan_ignored(m, amax16(v));
+        }
     }
     m = block_reduce(m, sh, 1);
     if (threadIdx.x == 0) partial[blockIdx.x] = m;
 }
 
-__global__ void __launch_bounds__(QUANT_THREADS) k_quantize_rows(const void *x, int dtype, int64_t M, int64_t K,
-                                                                  nvfp4_dst d, const float *partial,
-                                                                  int n_partial) {
+// TPR threads per row (row_threads), 256 / TPR rows per block, S groups per thread and pass
+// (nvfp4.cuh: thread t holds groups t + j*TPR). A row of at most TPR*S groups is loaded once
+// with all its loads in flight; DYNAMIC_TOKEN reduces its amax from those registers (warp
+// shuffles, plus shared memory across the TPR/32 warps of a row) and quantizes them with the
+// block amaxes it kept. Longer rows take several passes (DYNAMIC_TOKEN then reads the row
+// twice, the second time mostly from L1/L2). Rows past M of the last block are padding rows
+// of the swizzled layout (scales written zero) or, in the linear layout, nothing.
+template <int DT, int TPR, int S>
+__global__ void __launch_bounds__(QUANT_THREADS) k_quantize_rows(const void *x, int64_t M, int64_t K, nvfp4_dst d,
+                                                                  const float *partial, int n_partial) {
     pdl_launch_dependents();
     pdl_wait(); // PDL: see common.cuh
+    constexpr int RPB = QUANT_THREADS / TPR, NW = TPR / 32;
     __shared__ float sh[33];
-    const int64_t r = blockIdx.x, kb = K / 16;
-    if (r >= M) { // a padding row of the swizzled layout
-        nvfp4_zero_pad(&d, r, kb, 1);
+    const int t = threadIdx.x % TPR, warp = threadIdx.x / 32;
+    const int64_t r0 = (int64_t)blockIdx.x * RPB, r = r0 + threadIdx.x / TPR, kb = K / 16;
+    if (r0 >= M) { // a block of padding rows only
+        nvfp4_zero_pad_n(&d, r, kb, 1, t, TPR);
         return;
     }
-    const void *xr = (const char *)x + r * K * (dtype == DT_F32 ? 4 : 2);
+    const bool real = r < M; // warp-uniform (TPR >= 32); every thread stays for the barriers
+    const void *xr = (const char *)x + (real ? r : 0) * K * (DT == DT_F32 ? 4 : 2);
+    const int64_t step = (int64_t)TPR * S;
+    const bool one_pass = kb <= step;
+    uint32_t w[S][RAW_WORDS(DT)];
+    float ga[S]; // DYNAMIC_TOKEN, one pass: each group's amax
     float s;
     if (d.mode == 0) { // STATIC
         s = d.scale[0];
@@ -58,34 +85,83 @@ __global__ void __launch_bounds__(QUANT_THREADS) k_quantize_rows(const void *x, 
             for (int i = threadIdx.x; i < n_partial; i += blockDim.x) m = f_max_nan_ignored(m, partial[i]);
         } else { // small tensor: the whole amax here (max is order-free, so every block agrees)
             for (int64_t gi = threadIdx.x; gi < M * kb; gi += blockDim.x) {
+                uint32_t u[RAW_WORDS(DT)];
                 float v[16];
-                load_group16(x, dtype, gi * 16, v);
-#pragma unroll
-                for (int k = 0; k < 16; k++) m = f_max_nan_ignored(m, f_abs(v[k]));
+                load_raw16<DT>(x, gi * 16, u);
+                unpack16<DT>(u, v);
+                m = f_max_nan_ignored(m, amax16(v));
             }
         }
         s = nvfp4_dynamic_scale(block_reduce(m, sh, 1));
-        if (r == 0 && threadIdx.x == 0) d.scale[0] = s;
+        if (blockIdx.x == 0 && threadIdx.x == 0) d.scale[0] = s;
     } else { // DYNAMIC_TOKEN
         float m = 0.0f;
-        for (int64_t c = threadIdx.x; c < kb; c += blockDim.x) {
-            float v[16];
-            load_group16(xr, dtype, c * 16, v);
+        for (int64_t base = 0; real && base < kb; base += step) {
 #pragma unroll
-            for (int k = 0; k < 16; k++) m = f_max_nan_ignored(m, f_abs(v[k]));
+            for (int j = 0; j < S; j++)
+                if (base + t + j * TPR < kb) load_raw16<DT>(xr, (base + t + j * TPR) * 16, w[j]);
+#pragma unroll
+            for (int j = 0; j < S; j++) {
+                ga[j] = 0.0f;
+                if (base + t + j * TPR < kb) {
+                    float v[16];
+                    unpack16<DT>(w[j], v);
+                    ga[j] = amax16(v);
+                }
+                m = f_max_nan_ignored(m, ga[j]);
+            }
         }
-        s = nvfp4_dynamic_scale(block_reduce(m, sh, 1));
-        if (threadIdx.x == 0) d.scale[r] = s;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) m = f_max_nan_ignored(m, __shfl_xor_sync(0xffffffffu, m, o));
+        if (NW > 1) { // the row's warps meet in shared memory
+            if (threadIdx.x % 32 == 0) sh[warp] = m;
+            __syncthreads();
+            const int w0 = warp / NW * NW;
+#pragma unroll
+            for (int i = 0; i < NW; i++) m = f_max_nan_ignored(m, sh[w0 + i]);
+        }
+        s = nvfp4_dynamic_scale(m);
+        if (real && t == 0) d.scale[r] = s;
+    }
+    if (!real) {
+        nvfp4_zero_pad_n(&d, r, kb, 1, t, TPR);
+        return;
     }
     const float g = f_div(1.0f, s);
-    for (int64_t c = threadIdx.x; c < kb; c += blockDim.x) {
-        float v[16];
-        load_group16(xr, dtype, c * 16, v);
-        uint32_t packed[2];
-        d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16_fast(v, g, packed);
-        *(uint2 *)(d.q + r * (K / 2) + c * 8) = make_uint2(packed[0], packed[1]);
+    const bool have = d.mode == 2 && one_pass; // the row is still in w[], its amaxes in ga[]
+    for (int64_t base = 0; base < kb; base += step) {
+        if (!have) {
+#pragma unroll
+            for (int j = 0; j < S; j++)
+                if (base + t + j * TPR < kb) load_raw16<DT>(xr, (base + t + j * TPR) * 16, w[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < S; j++) {
+            const int64_t c = base + t + j * TPR;
+            if (c >= kb) break;
+            float v[16];
+            unpack16<DT>(w[j], v);
+            uint32_t packed[2];
+            const uint32_t sc = nvfp4_quant_group16_amax(v, have ? ga[j] : amax16(v), g, packed);
+            d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)sc;
+            *(uint2 *)(d.q + r * (K / 2) + c * 8) = make_uint2(packed[0], packed[1]);
+        }
     }
-    nvfp4_zero_pad(&d, r, kb, 0);
+    nvfp4_zero_pad_n(&d, r, kb, 0, t, TPR);
+}
+
+typedef void (*quantize_kernel)(const void *, int64_t, int64_t, nvfp4_dst, const float *, int);
+#define QK_S(DT, TPR) {k_quantize_rows<DT, TPR, 1>, k_quantize_rows<DT, TPR, 2>, k_quantize_rows<DT, TPR, 4>, \
+                       k_quantize_rows<DT, TPR, DT == DT_F32 ? 4 : 8>}
+#define QK_T(DT) {QK_S(DT, 32), QK_S(DT, 64), QK_S(DT, 128), QK_S(DT, 256)}
+// [dtype][log2(TPR/32)][log2(S)]; fp32 stops at 4 groups per thread (64 registers of input,
+// as BF16's 8).
+static const quantize_kernel k_quantize_table[2][4][4] = {QK_T(DT_F32), QK_T(DT_BF16)};
+
+static int ilog2(int v) {
+    int l = 0;
+    while (v > 1) v >>= 1, l++;
+    return l;
 }
 
 extern "C" dsv4_status dsv4_cuda_quantize_nvfp4(cudaStream_t stream, const void *x, dsv4_cuda_dtype dtype,
@@ -113,12 +189,16 @@ extern "C" dsv4_status dsv4_cuda_quantize_nvfp4(cudaStream_t stream, const void 
     if (out->mode == DSV4_ACT_SCALE_DYNAMIC_TENSOR && M * K > SMALL_TENSOR) {
         int64_t n16 = M * K / 16, blocks = (n16 + QUANT_THREADS - 1) / QUANT_THREADS;
         n_partial = (int)(blocks < MAX_PARTIALS ? blocks : MAX_PARTIALS);
-        (void)dsv4_launch_pdl(k_amax_partial, dim3(n_partial), dim3(QUANT_THREADS), 0, stream, x, (int)dtype, n16, (float *)workspace);
+        (void)dsv4_launch_pdl(dtype == DSV4_CUDA_F32 ? k_amax_partial<DT_F32> : k_amax_partial<DT_BF16>, dim3(n_partial),
+                              dim3(QUANT_THREADS), 0, stream, x, n16, (float *)workspace);
         DSV4_CUDA_LAUNCHED("quantize_nvfp4: amax kernel");
     }
-    int64_t grid = d.swizzled ? (M + 127) / 128 * 128 : M;
-    (void)dsv4_launch_pdl(k_quantize_rows, dim3((unsigned)grid), dim3(QUANT_THREADS), 0, stream, x, (int)dtype, M, K, d, (const float *)workspace,
-                                                                  n_partial);
+    const int64_t rows = d.swizzled ? (M + 127) / 128 * 128 : M, kb = K / 16;
+    const int tpr = row_threads(M), smax = dtype == DSV4_CUDA_F32 ? 4 : 8, sl = row_slots(kb, tpr, smax);
+    const quantize_kernel k = k_quantize_table[dtype == DSV4_CUDA_BF16][ilog2(tpr / 32)][ilog2(sl)];
+    const int64_t grid = (rows * tpr + QUANT_THREADS - 1) / QUANT_THREADS;
+    (void)dsv4_launch_pdl(k, dim3((unsigned)grid), dim3(QUANT_THREADS), 0, stream, x, M, K, d, (const float *)workspace,
+                          n_partial);
     DSV4_CUDA_LAUNCHED("quantize_nvfp4: quantize kernel");
     return DSV4_OK;
 }

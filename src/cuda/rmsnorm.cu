@@ -1,11 +1,11 @@
-// Fused RMSNorm (+ NVFP4 quantize): one block of 256 threads per row.
-//  - k_rmsnorm_reg (dim a multiple of 16, 16-byte aligned x / w / out: every model shape):
-//    thread c owns the 16-element groups c, c + 256, c + 512 in registers, loaded with
-//    16-byte loads; the sum of squares (and the DYNAMIC_TOKEN amax) are block reductions,
-//    and each group is scaled, stored (16-byte stores) and quantized by its own thread.
-//    No shared-memory staging: the old tail read xs[c*16 + k] from shared memory, a 16-way
-//    bank conflict on every read, and loaded x / w / out one scalar at a time; that capped
-//    the fused kernel at ~14% of copy bandwidth at 4096 rows.
+// Fused RMSNorm (+ NVFP4 quantize).
+//  - k_rmsnorm_rows (dim a multiple of 16, 16-byte aligned x / w / out: every model shape):
+//    the row in registers, TPR threads per row (a block per row for a few rows, down to a
+//    warp per row for thousands: nvfp4.cuh row_threads), 16-byte loads all issued before
+//    the first use, reductions by warp shuffles (plus shared memory across a row's warps),
+//    each group scaled, stored (16-byte stores) and quantized by its own thread. No
+//    shared-memory staging: reading xs[c*16 + k] from shared memory was a 16-way bank
+//    conflict on every read and capped the fused kernel at ~14% of copy bandwidth.
 //  - k_rmsnorm (any other dim): the row staged in shared memory as fp32 and the shared
 //    emit_norm_row (nvfp4.cuh).
 // Rows of a few thousand values are latency-bound at decode and bandwidth-bound at prefill;
@@ -40,99 +40,162 @@ __global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm(const void *x, int in_
     emit_norm_row(xs, dim, inv, w, out, out_dtype, &d, r, sh);
 }
 
-// 16 values to F32 (four 16-byte stores) or BF16 (two) at element i of out (16-aligned).
-__device__ __forceinline__ void store_group16(void *out, int dtype, int64_t i, const float y[16]) {
-    if (dtype == DT_F32) {
-        float4 *o = (float4 *)((float *)out + i);
-#pragma unroll
-        for (int k = 0; k < 4; k++) o[k] = make_float4(y[4 * k], y[4 * k + 1], y[4 * k + 2], y[4 * k + 3]);
-    } else {
-        uint32_t wd[8];
-#pragma unroll
-        for (int k = 0; k < 8; k++) wd[k] = bf16_encode(y[2 * k]) | (bf16_encode(y[2 * k + 1]) << 16);
-        uint4 *o = (uint4 *)((uint16_t *)out + i);
-        o[0] = make_uint4(wd[0], wd[1], wd[2], wd[3]);
-        o[1] = make_uint4(wd[4], wd[5], wd[6], wd[7]);
-    }
-}
-
-// G groups of 16 per thread at most (dim <= G * 16 * NORM_THREADS). Same arithmetic per
-// element as emit_norm_row: y = w * (x * inv), quantized from bf16_round(y).
-template <int G>
-__global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm_reg(const void *x, int in_dtype, const float *w, int64_t rows,
-                                                               int dim, float eps, void *out, int out_dtype, nvfp4_dst d) {
+// TPR threads per row (nvfp4.cuh row_threads), 256 / TPR rows per block, S groups of 16 per
+// thread, thread t holding groups t + j*TPR; the row must fit (TPR * S * 16 >= dim). Same
+// arithmetic per element as emit_norm_row: y = w * (x * inv), quantized from bf16_round(y).
+//
+// The sum of squares is added in the order of the original block-per-row kernel whatever
+// TPR is, so the output does not depend on the layout: there, thread T (0..255) added the
+// squares of its groups T, T + 256, ... in one running sum, warp w combined its lanes with
+// the xor tree, and the 8 warp sums were added in warp order. Here old thread T = t + TPR*jj
+// (jj < 256/TPR) is thread t's chain jj: its groups are slots jj, jj + 256/TPR, ... and it
+// sits on the same lane (TPR is a multiple of 32), so the same xor tree rebuilds old warp
+// t/32 + (TPR/32)*jj's sum; the 8 sums are then added in order (in registers at TPR 32,
+// through shared memory otherwise).
+template <int DT, int TPR, int S>
+__global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm_rows(const void *x, const float *w, int64_t rows, int dim,
+                                                                float eps, void *out, int out_dtype, nvfp4_dst d) {
     pdl_launch_dependents();
     pdl_wait(); // PDL: see common.cuh
-    __shared__ float sh[33];
-    const int64_t r = blockIdx.x;
+    constexpr int RPB = NORM_THREADS / TPR, NW = TPR / 32, NJ = NORM_THREADS / TPR;
+    __shared__ float sh_ss[RPB][8], sh_max[NORM_THREADS / 32];
+    const int t = threadIdx.x % TPR, rib = threadIdx.x / TPR, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t r0 = (int64_t)blockIdx.x * RPB, r = r0 + rib;
     const int kb = dim / 16;
-    if (r >= rows) { // padding row of a swizzled scale layout
-        nvfp4_zero_pad(&d, r, kb, 1);
+    if (r0 >= rows) { // a block of padding rows of a swizzled scale layout
+        nvfp4_zero_pad_n(&d, r, kb, 1, t, TPR);
         return;
     }
-    float v[G][16];
-    float ss = 0.0f;
+    const bool real = r < rows; // warp-uniform; every thread stays for the barriers
+    uint32_t u[S][RAW_WORDS(DT)];
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        const int c = threadIdx.x + g * NORM_THREADS;
-        if (c < kb) {
-            load_group16(x, in_dtype, r * dim + (int64_t)c * 16, v[g]);
+    for (int j = 0; j < S; j++) {
+        if (real && t + j * TPR < kb) {
+            load_raw16<DT>(x, r * dim + (int64_t)(t + j * TPR) * 16, u[j]);
         } else {
 #pragma unroll
-            for (int k = 0; k < 16; k++) v[g][k] = 0.0f;
+            for (int k = 0; k < RAW_WORDS(DT); k++) u[j][k] = 0; // +0 adds exactly
         }
     }
+    float chain[NJ];
 #pragma unroll
-    for (int g = 0; g < G; g++)
+    for (int jj = 0; jj < NJ; jj++) chain[jj] = 0.0f;
 #pragma unroll
-        for (int k = 0; k < 16; k++) ss = f_add(ss, f_mul(v[g][k], v[g][k])); // zeros add exactly
-    ss = block_reduce(ss, sh, 0);
+    for (int j = 0; j < S; j++) {
+        float v[16];
+        unpack16<DT>(u[j], v);
+#pragma unroll
+        for (int k = 0; k < 16; k++) chain[j % NJ] = f_add(chain[j % NJ], f_mul(v[k], v[k]));
+    }
+#pragma unroll
+    for (int jj = 0; jj < NJ; jj++)
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) chain[jj] = f_add(chain[jj], __shfl_xor_sync(0xffffffffu, chain[jj], o));
+    float ss;
+    if (NW == 1) { // chain jj is old warp jj
+        ss = chain[0];
+#pragma unroll
+        for (int jj = 1; jj < NJ; jj++) ss = f_add(ss, chain[jj]);
+    } else {
+        if (lane == 0)
+#pragma unroll
+            for (int jj = 0; jj < NJ; jj++) sh_ss[rib][t / 32 + NW * jj] = chain[jj];
+        __syncthreads();
+        ss = sh_ss[rib][0];
+#pragma unroll
+        for (int i = 1; i < 8; i++) ss = f_add(ss, sh_ss[rib][i]);
+    }
     const float inv = f_div(1.0f, f_sqrt(f_add(f_div(ss, (float)dim), eps)));
-    float amax = 0.0f;
+    // y per group: written to out, and kept BF16-rounded (as BF16 words, exact) in u[j][0..7]
+    float ga[S];
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        const int c = threadIdx.x + g * NORM_THREADS;
-        if (c >= kb) continue;
+    for (int j = 0; j < S; j++) {
+        ga[j] = 0.0f;
+        const int c = t + j * TPR;
+        if (!real || c >= kb) continue;
+        float v[16];
+        unpack16<DT>(u[j], v);
         if (w) {
             const float4 *wp = (const float4 *)(w + (int64_t)c * 16);
 #pragma unroll
             for (int k = 0; k < 4; k++) {
                 float4 f = __ldg(wp + k);
-                v[g][4 * k] = f_mul(f.x, f_mul(v[g][4 * k], inv));
-                v[g][4 * k + 1] = f_mul(f.y, f_mul(v[g][4 * k + 1], inv));
-                v[g][4 * k + 2] = f_mul(f.z, f_mul(v[g][4 * k + 2], inv));
-                v[g][4 * k + 3] = f_mul(f.w, f_mul(v[g][4 * k + 3], inv));
+                v[4 * k] = f_mul(f.x, f_mul(v[4 * k], inv));
+                v[4 * k + 1] = f_mul(f.y, f_mul(v[4 * k + 1], inv));
+                v[4 * k + 2] = f_mul(f.z, f_mul(v[4 * k + 2], inv));
+                v[4 * k + 3] = f_mul(f.w, f_mul(v[4 * k + 3], inv));
             }
         } else {
 #pragma unroll
-            for (int k = 0; k < 16; k++) v[g][k] = f_mul(v[g][k], inv);
+            for (int k = 0; k < 16; k++) v[k] = f_mul(v[k], inv);
         }
-        if (out) store_group16(out, out_dtype, r * dim + (int64_t)c * 16, v[g]);
+        uint32_t b[8];
 #pragma unroll
-        for (int k = 0; k < 16; k++) {
-            v[g][k] = bf16_round(v[g][k]); // what the quantizer sees
-            amax = f_max_nan_ignored(amax, f_abs(v[g][k]));
+        for (int k = 0; k < 8; k++) b[k] = bf16_encode(v[2 * k]) | (bf16_encode(v[2 * k + 1]) << 16);
+        if (out) {
+            if (out_dtype == DT_F32) {
+                float4 *o = (float4 *)((float *)out + r * dim + (int64_t)c * 16);
+#pragma unroll
+                for (int k = 0; k < 4; k++) o[k] = make_float4(v[4 * k], v[4 * k + 1], v[4 * k + 2], v[4 * k + 3]);
+            } else {
+                uint4 *o = (uint4 *)((uint16_t *)out + r * dim + (int64_t)c * 16);
+                o[0] = make_uint4(b[0], b[1], b[2], b[3]);
+                o[1] = make_uint4(b[4], b[5], b[6], b[7]);
+            }
         }
+#pragma unroll
+        for (int k = 0; k < 8; k++) u[j][k] = b[k];
+        unpack16<DT_BF16>(b, v); // what the quantizer sees
+        ga[j] = amax16(v);
     }
     if (!d.q) return; // uniform
     float s;
     if (d.mode == 2 /* DYNAMIC_TOKEN */) {
-        amax = block_reduce(amax, sh, 1);
-        s = nvfp4_dynamic_scale(amax);
-        if (threadIdx.x == 0) d.scale[r] = s;
+        float m = 0.0f;
+#pragma unroll
+        for (int j = 0; j < S; j++) m = f_max_nan_ignored(m, ga[j]);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) m = f_max_nan_ignored(m, __shfl_xor_sync(0xffffffffu, m, o));
+        if (NW > 1) {
+            if (lane == 0) sh_max[warp] = m;
+            __syncthreads();
+#pragma unroll
+            for (int i = 0; i < NW; i++) m = f_max_nan_ignored(m, sh_max[rib * NW + i]);
+        }
+        s = nvfp4_dynamic_scale(m);
+        if (real && t == 0) d.scale[r] = s;
     } else {
         s = d.scale[0];
     }
+    if (!real) {
+        nvfp4_zero_pad_n(&d, r, kb, 1, t, TPR);
+        return;
+    }
     const float gi = f_div(1.0f, s);
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        const int c = threadIdx.x + g * NORM_THREADS;
-        if (c >= kb) continue;
+    for (int j = 0; j < S; j++) {
+        const int c = t + j * TPR;
+        if (c >= kb) break;
+        float v[16];
+        unpack16<DT_BF16>(u[j], v);
         uint32_t packed[2];
-        d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16_fast(v[g], gi, packed);
+        d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16_amax(v, ga[j], gi, packed);
         *(uint2 *)(d.q + r * (dim / 2) + (int64_t)c * 8) = make_uint2(packed[0], packed[1]);
     }
-    nvfp4_zero_pad(&d, r, kb, 0);
+    nvfp4_zero_pad_n(&d, r, kb, 0, t, TPR);
+}
+
+typedef void (*norm_kernel)(const void *, const float *, int64_t, int, float, void *, int, nvfp4_dst);
+#define NK_S(DT, TPR) {k_rmsnorm_rows<DT, TPR, 1>, k_rmsnorm_rows<DT, TPR, 2>, k_rmsnorm_rows<DT, TPR, 4>, \
+                       k_rmsnorm_rows<DT, TPR, DT == DT_F32 ? 4 : 8>}
+#define NK_T(DT) {NK_S(DT, 32), NK_S(DT, 64), NK_S(DT, 128), NK_S(DT, 256)}
+// [dtype][log2(TPR/32)][log2(S)]; fp32 input stops at 4 groups per thread (as quantize.cu).
+static const norm_kernel k_norm_table[2][4][4] = {NK_T(DT_F32), NK_T(DT_BF16)};
+
+static int ilog2(int v) {
+    int l = 0;
+    while (v > 1) v >>= 1, l++;
+    return l;
 }
 
 extern "C" dsv4_status dsv4_cuda_rmsnorm(cudaStream_t stream, const void *x, dsv4_cuda_dtype in_dtype, const float *w,
@@ -163,16 +226,19 @@ extern "C" dsv4_status dsv4_cuda_rmsnorm(cudaStream_t stream, const void *x, dsv
     }
     if (rows == 0) return DSV4_OK;
     int64_t grid = d.swizzled ? (rows + 127) / 128 * 128 : rows;
-    const int groups = (dim / 16 + NORM_THREADS - 1) / NORM_THREADS; // per thread, 1..3
-    if (dim % 16 == 0 && groups <= 3 && !((uintptr_t)x & 15) && !((uintptr_t)w & 15) && !((uintptr_t)out & 15)) {
-        if (groups == 1)
-            (void)dsv4_launch_pdl(k_rmsnorm_reg<1>, dim3((unsigned)grid), dim3(NORM_THREADS), 0, stream, x, (int)in_dtype, w, rows, dim, eps, out, (int)out_dtype, d);
-        else if (groups == 2)
-            (void)dsv4_launch_pdl(k_rmsnorm_reg<2>, dim3((unsigned)grid), dim3(NORM_THREADS), 0, stream, x, (int)in_dtype, w, rows, dim, eps, out, (int)out_dtype, d);
-        else
-            (void)dsv4_launch_pdl(k_rmsnorm_reg<3>, dim3((unsigned)grid), dim3(NORM_THREADS), 0, stream, x, (int)in_dtype, w, rows, dim, eps, out, (int)out_dtype, d);
-        DSV4_CUDA_LAUNCHED("rmsnorm: kernel");
-        return DSV4_OK;
+    if (dim % 16 == 0 && !((uintptr_t)x & 15) && !((uintptr_t)w & 15) && !((uintptr_t)out & 15)) {
+        // threads per row by the row count, raised until the row fits in registers
+        const int kb = dim / 16, smax = in_dtype == DSV4_CUDA_F32 ? 4 : 8;
+        int tpr = row_threads(rows);
+        while (tpr < NORM_THREADS && tpr * smax < kb) tpr *= 2;
+        if (tpr * smax >= kb) {
+            const norm_kernel k = k_norm_table[in_dtype == DSV4_CUDA_BF16][ilog2(tpr / 32)][ilog2(row_slots(kb, tpr, smax))];
+            const int64_t blocks = (grid * tpr + NORM_THREADS - 1) / NORM_THREADS;
+            (void)dsv4_launch_pdl(k, dim3((unsigned)blocks), dim3(NORM_THREADS), 0, stream, x, w, rows, dim, eps, out,
+                                  (int)out_dtype, d);
+            DSV4_CUDA_LAUNCHED("rmsnorm: kernel");
+            return DSV4_OK;
+        }
     }
     (void)dsv4_launch_pdl(k_rmsnorm, dim3((unsigned)grid), dim3(NORM_THREADS), (size_t)dim * sizeof(float), stream, x, (int)in_dtype, w, rows, dim, eps,
                                                                                      out, (int)out_dtype, d);
