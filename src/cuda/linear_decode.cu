@@ -265,7 +265,7 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     // never stored), so their 32-bit byte offsets (a weight is < 4 GB: linear_decode_launch)
     // are computed once per item; a step only adds its K offset.
     int64_t p_item = blockIdx.x;
-    const uint8_t *p_w = p.w, *p_ws = p.w_scale; // the producer item's weight
+    int p_grp = 0; // the producer item's group (its weight: w_stride / s_stride apart; 0 when dense)
     int p_q = 0;
     int p_slot = 0;
     const int64_t k_first = k_begin + (int64_t)warp * S::kStep + t * S::kElems; // the lane's chunk at step 0
@@ -279,7 +279,7 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
         while (p_item < n_items && !decode_item<MT>(p, p_item, n_tiles, per_group, S::kRowsPerCta, it)) p_item += gridDim.x;
         if (ns_w == 0) p_item = n_items;
         if (p_item >= n_items) return;
-        p_w = it.w, p_ws = it.ws;
+        p_grp = it.grp;
         const int64_t row_base = it.row_base;
         p_sb = 0;
 #pragma unroll
@@ -289,7 +289,7 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
             p_qo[c] = (uint32_t)(p_row[c] * row_bytes + (FMT == LIN_FP8 ? k_first : k_first / 2));
             if (FMT != LIN_FP8) {
                 const uint32_t so = (uint32_t)(p_row[c] * srow_bytes + (FMT == LIN_NVFP4 ? k_first / 16 : k_first / 32));
-                const uint32_t sh = (uint32_t)(((uintptr_t)p_ws + so) & 3u);
+                const uint32_t sh = (uint32_t)(((uintptr_t)it.ws + so) & 3u);
                 p_so[c] = so - sh;
                 p_sb |= (sh + (FMT == LIN_NVFP4 ? 2u : 1u)) << (8 * c);
             }
@@ -302,6 +302,7 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
             const bool in = k_first + kq < k_end;
             const uint32_t dq = (uint32_t)(FMT == LIN_FP8 ? kq : kq / 2);
             const uint32_t ds = (uint32_t)(FMT == LIN_NVFP4 ? kq / 16 : kq / 32); // a multiple of 4
+            const uint8_t *p_w = p.w + (int64_t)p_grp * p.grp.w_stride, *p_ws = p.w_scale + (int64_t)p_grp * p.grp.s_stride;
 #pragma unroll
             for (int c = 0; c < kC; c++) {
                 cp_async16(&ring_q[warp][p_slot][c][lane], p_w + (in ? p_qo[c] + dq : 0u), in ? 16 : 0);
@@ -346,12 +347,12 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
         const int m_count = it.m_count;
         const float factor = p.out_scale * (p.grouped && p.grp.group_scale ? p.grp.group_scale[it.grp] : 1.0f);
 
-        int64_t xrow[S::kNT];
+        int32_t xrow[S::kNT]; // x rows of this lane's tokens (< 2^31: M and row_token are int)
 #pragma unroll
         for (int nt = 0; nt < S::kNT; nt++) {
             const int m = nt * 8 + g;
             const int64_t yr = y_begin + m;
-            xrow[nt] = m < m_count ? (row_token ? (int64_t)row_token[yr] : yr) : -1;
+            xrow[nt] = m < m_count ? (row_token ? row_token[yr] : (int32_t)yr) : -1;
         }
         // the byte offset of each chunk's scale bytes in its copied word (fp4 formats)
         uint32_t sh_all = 0;
@@ -380,9 +381,8 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
             const int64_t s = warp + (int64_t)q * DECODE_WARPS;
             const int64_t k = k_begin + s * S::kStep + t * S::kElems;
 
-            uint32_t a[S::kR][2][S::kPairs];
-#pragma unroll
-            for (int r = 0; r < S::kR; r++)
+            // expands tile r's two chunks (rows g and g + 8) into A fragments; FP8: its block scale
+            auto expand_tile = [&](int r, uint32_t (&a)[2][S::kPairs], float &fp8_scale) {
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     RawChunk rc;
@@ -390,45 +390,63 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
                     rc.s = 0;
                     if (FMT != LIN_FP8) rc.s = ring_s[warp][c_slot][2 * r + h][lane] >> (8 * ((sh_all >> (8 * (2 * r + h))) & 3u));
                     if (FMT == LIN_MXFP4) rc.s &= 0xffu;
-                    expand_w_chunk<FMT>(rc, a[r][h]); // NVFP4 takes bytes 0 and 1 of rc.s only
+                    expand_w_chunk<FMT>(rc, a[h]); // NVFP4 takes bytes 0 and 1 of rc.s only
                 }
-
-            float fp8_scale[S::kR];
-            if (FMT == LIN_FP8) {
-                const int64_t kb = (k_begin + s * S::kStep) / 128;
-#pragma unroll
-                for (int r = 0; r < S::kR; r++) {
+                fp8_scale = 0.0f;
+                if (FMT == LIN_FP8) {
                     const uint32_t word = ring_s[warp][c_slot][2 * r][lane];
                     if (p.w_scale_f32) {
-                        fp8_scale[r] = __uint_as_float(word);
+                        fp8_scale = __uint_as_float(word);
                     } else {
                         const int64_t r0 = row_base + 16 * r < p.N ? row_base + 16 * r : p.N - 1; // as the producer
-                        const int64_t si = r0 / 128 * kblocks + kb;
+                        const int64_t si = r0 / 128 * kblocks + (k_begin + s * S::kStep) / 128;
                         const uint32_t sh = (uint32_t)((uintptr_t)(ws + si) & 3u);
-                        fp8_scale[r] = ue8m0_to_f32((word >> (8 * sh)) & 0xffu);
+                        fp8_scale = ue8m0_to_f32((word >> (8 * sh)) & 0xffu);
                     }
                 }
-            }
-
+            };
+            // acc[r][nt] += tile r x token tile nt over this step's chunk
+            auto mma_tile = [&](const uint32_t (&a)[2][S::kPairs], const uint32_t (&b)[S::kPairs], float fp8_scale,
+                                float (&accv)[4]) {
+                float d[4];
 #pragma unroll
-            for (int nt = 0; nt < S::kNT; nt++) {
-                if (nt * 8 >= m_count) continue; // token tiles past this chunk's rows (uniform per CTA)
-                uint32_t b[S::kPairs];
-                load_act_chunk<FMT, ACT>(p, xrow[nt], k, k_end, b);
+                for (int i = 0; i < 4; i++) d[i] = FMT == LIN_FP8 ? 0.0f : accv[i];
+#pragma unroll
+                for (int j = 0; j < S::kMmas; j++) {
+                    const uint32_t af[4] = {a[0][2 * j], a[1][2 * j], a[0][2 * j + 1], a[1][2 * j + 1]};
+                    const uint32_t bf[2] = {b[2 * j], b[2 * j + 1]};
+                    mma_bf16_16816(d, af, bf);
+                }
+#pragma unroll
+                for (int i = 0; i < 4; i++) accv[i] = FMT == LIN_FP8 ? fmaf(d[i], fp8_scale, accv[i]) : d[i];
+            };
+            // Loop order by what is fewer registers: with two row tiles (MT <= 16, at most two
+            // token tiles) the activations of every token tile stay live while each tile is
+            // expanded; with one row tile (MT >= 32) its expansion stays live across token tiles.
+            if (S::kR == 2) {
+                uint32_t b[S::kNT][S::kPairs];
+#pragma unroll
+                for (int nt = 0; nt < S::kNT; nt++)
+                    if (nt * 8 < m_count) load_act_chunk<FMT, ACT>(p, xrow[nt], k, k_end, b[nt]);
 #pragma unroll
                 for (int r = 0; r < S::kR; r++) {
-                    float d[4];
+                    uint32_t a[2][S::kPairs];
+                    float fs;
+                    expand_tile(r, a, fs);
 #pragma unroll
-                    for (int i = 0; i < 4; i++) d[i] = FMT == LIN_FP8 ? 0.0f : acc[r][nt][i];
+                    for (int nt = 0; nt < S::kNT; nt++)
+                        if (nt * 8 < m_count) mma_tile(a, b[nt], fs, acc[r][nt]); // uniform per CTA
+                }
+            } else {
+                uint32_t a[2][S::kPairs];
+                float fs;
+                expand_tile(0, a, fs);
 #pragma unroll
-                    for (int j = 0; j < S::kMmas; j++) {
-                        const uint32_t af[4] = {a[r][0][2 * j], a[r][1][2 * j], a[r][0][2 * j + 1], a[r][1][2 * j + 1]};
-                        const uint32_t bf[2] = {b[2 * j], b[2 * j + 1]};
-                        mma_bf16_16816(d, af, bf);
-                    }
-#pragma unroll
-                    for (int i = 0; i < 4; i++)
-                        acc[r][nt][i] = FMT == LIN_FP8 ? fmaf(d[i], fp8_scale[r], acc[r][nt][i]) : d[i];
+                for (int nt = 0; nt < S::kNT; nt++) {
+                    if (nt * 8 >= m_count) continue; // token tiles past this chunk's rows (uniform per CTA)
+                    uint32_t b[S::kPairs];
+                    load_act_chunk<FMT, ACT>(p, xrow[nt], k, k_end, b);
+                    mma_tile(a, b, fs, acc[0][nt]);
                 }
             }
             c_slot = c_slot + 1 == DECODE_STAGES ? 0 : c_slot + 1;
