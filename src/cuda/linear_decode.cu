@@ -212,13 +212,13 @@ struct DecodeItem {
     int grp;               // group id (grouped mode)
 };
 
-template <int MT>
+template <int MT, bool GROUPED>
 __device__ __forceinline__ bool decode_item(const LinearParams &p, int64_t item, int64_t n_tiles, int64_t per_group,
                                             int rows_per_tile, DecodeItem &it) {
-    const int64_t rem = p.grouped ? item % per_group : item;
+    const int64_t rem = GROUPED ? item % per_group : item;
     const int64_t chunk = rem / n_tiles;
     it.row_base = (rem % n_tiles) * rows_per_tile;
-    if (!p.grouped) {
+    if (!GROUPED) {
         it.w = p.w, it.ws = p.w_scale, it.y_begin = 0, it.m_count = (int)p.M, it.grp = 0;
         return true;
     }
@@ -233,7 +233,8 @@ __device__ __forceinline__ bool decode_item(const LinearParams &p, int64_t item,
     return true;
 }
 
-template <int FMT, int ACT, int MT>
+// GROUPED: p.grouped (a separate instantiation, so dense calls carry no group state).
+template <int FMT, int ACT, int MT, bool GROUPED>
 __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode_v2(const LinearParams p) {
     using S = DecodeShape<FMT, MT>;
     constexpr int kC = 2 * S::kR; // chunks per lane per step (rows g and g+8 of each tile)
@@ -248,10 +249,10 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     // stages before waiting for the predecessor (weights are never written by a kernel); a
     // grouped call waits first, since the active-expert list comes from the routing kernels.
     pdl_launch_dependents();
-    if (p.grouped) pdl_wait();
+    if (GROUPED) pdl_wait();
     const int64_t n_tiles = (p.N + S::kRowsPerCta - 1) / S::kRowsPerCta;
     const int64_t per_group = n_tiles * ((p.grp.bound + MT - 1) / MT); // grouped: tiles x bucket chunks
-    const int64_t n_items = p.grouped ? (int64_t)*p.grp.n_active * per_group : n_tiles;
+    const int64_t n_items = GROUPED ? (int64_t)*p.grp.n_active * per_group : n_tiles;
     const int64_t k_begin = (int64_t)blockIdx.y * p.k_per_split;
     const int64_t k_end = k_begin + p.k_per_split < p.K ? k_begin + p.k_per_split : p.K;
     const int64_t n_steps = (k_end - k_begin + S::kStep - 1) / S::kStep;
@@ -276,7 +277,7 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     // sets up its rows; a warp with no steps loads nothing
     auto p_seek = [&]() {
         DecodeItem it;
-        while (p_item < n_items && !decode_item<MT>(p, p_item, n_tiles, per_group, S::kRowsPerCta, it)) p_item += gridDim.x;
+        while (p_item < n_items && !decode_item<MT, GROUPED>(p, p_item, n_tiles, per_group, S::kRowsPerCta, it)) p_item += gridDim.x;
         if (ns_w == 0) p_item = n_items;
         if (p_item >= n_items) return;
         p_grp = it.grp;
@@ -302,7 +303,8 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
             const bool in = k_first + kq < k_end;
             const uint32_t dq = (uint32_t)(FMT == LIN_FP8 ? kq : kq / 2);
             const uint32_t ds = (uint32_t)(FMT == LIN_NVFP4 ? kq / 16 : kq / 32); // a multiple of 4
-            const uint8_t *p_w = p.w + (int64_t)p_grp * p.grp.w_stride, *p_ws = p.w_scale + (int64_t)p_grp * p.grp.s_stride;
+            const uint8_t *p_w = GROUPED ? p.w + (int64_t)p_grp * p.grp.w_stride : p.w;
+            const uint8_t *p_ws = GROUPED ? p.w_scale + (int64_t)p_grp * p.grp.s_stride : p.w_scale;
 #pragma unroll
             for (int c = 0; c < kC; c++) {
                 cp_async16(&ring_q[warp][p_slot][c][lane], p_w + (in ? p_qo[c] + dq : 0u), in ? 16 : 0);
@@ -333,19 +335,19 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     };
 #pragma unroll
     for (int i = 0; i < DECODE_STAGES - 1; i++) produce();
-    if (!p.grouped) pdl_wait(); // activations and outputs from here on
+    if (!GROUPED) pdl_wait(); // activations and outputs from here on
 
     // ---- consumer ----
     const float unit = decode_unit<FMT, ACT>();
     int c_slot = 0;
-    const int32_t *row_token = p.grouped ? p.grp.row_token : nullptr;
+    const int32_t *row_token = GROUPED ? p.grp.row_token : nullptr;
     for (int64_t item = blockIdx.x; item < n_items; item += gridDim.x) {
         DecodeItem it;
-        if (!decode_item<MT>(p, item, n_tiles, per_group, S::kRowsPerCta, it)) continue; // uniform per CTA
+        if (!decode_item<MT, GROUPED>(p, item, n_tiles, per_group, S::kRowsPerCta, it)) continue; // uniform per CTA
         const uint8_t *ws = it.ws;
         const int64_t row_base = it.row_base, y_begin = it.y_begin;
         const int m_count = it.m_count;
-        const float factor = p.out_scale * (p.grouped && p.grp.group_scale ? p.grp.group_scale[it.grp] : 1.0f);
+        const float factor = p.out_scale * (GROUPED && p.grp.group_scale ? p.grp.group_scale[it.grp] : 1.0f);
 
         int32_t xrow[S::kNT]; // x rows of this lane's tokens (< 2^31: M and row_token are int)
 #pragma unroll
@@ -420,10 +422,11 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
 #pragma unroll
                 for (int i = 0; i < 4; i++) accv[i] = FMT == LIN_FP8 ? fmaf(d[i], fp8_scale, accv[i]) : d[i];
             };
-            // Loop order by what is fewer registers: with two row tiles (MT <= 16, at most two
-            // token tiles) the activations of every token tile stay live while each tile is
-            // expanded; with one row tile (MT >= 32) its expansion stays live across token tiles.
-            if (S::kR == 2) {
+            // Loop order: every chunk of the step expanded first (most independent work between
+            // the shared-memory reads and the MMAs), except where that would spill (two row tiles
+            // with two token tiles, MT = 16, or with the grouped state): there the token tiles'
+            // activations stay live while each row tile is expanded in turn.
+            if (S::kR == 2 && (GROUPED || S::kNT == 2)) {
                 uint32_t b[S::kNT][S::kPairs];
 #pragma unroll
                 for (int nt = 0; nt < S::kNT; nt++)
@@ -438,15 +441,17 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
                         if (nt * 8 < m_count) mma_tile(a, b[nt], fs, acc[r][nt]); // uniform per CTA
                 }
             } else {
-                uint32_t a[2][S::kPairs];
-                float fs;
-                expand_tile(0, a, fs);
+                uint32_t a[S::kR][2][S::kPairs];
+                float fs[S::kR];
+#pragma unroll
+                for (int r = 0; r < S::kR; r++) expand_tile(r, a[r], fs[r]);
 #pragma unroll
                 for (int nt = 0; nt < S::kNT; nt++) {
                     if (nt * 8 >= m_count) continue; // token tiles past this chunk's rows (uniform per CTA)
                     uint32_t b[S::kPairs];
                     load_act_chunk<FMT, ACT>(p, xrow[nt], k, k_end, b);
-                    mma_tile(a, b, fs, acc[0][nt]);
+#pragma unroll
+                    for (int r = 0; r < S::kR; r++) mma_tile(a[r], b, fs[r], acc[r][nt]);
                 }
             }
             c_slot = c_slot + 1 == DECODE_STAGES ? 0 : c_slot + 1;
@@ -537,8 +542,12 @@ static dsv4_status launch_mt(const LinearParams &p, int splits, cudaStream_t s) 
     const int64_t per_cta = (n_tiles + want - 1) / want; // tiles per CTA, then spread them evenly
     const int64_t gx = (n_tiles + per_cta - 1) / per_cta;
     const dim3 grid((unsigned)gx, (unsigned)splits, 1);
-    DSV4_CUDA_TRY(dsv4_launch_pdl(linear_decode_v2<FMT, ACT, MT>, grid, dim3(DECODE_THREADS), 0, s, p),
-                  "linear_decode_v2 launch");
+    if (p.grouped)
+        DSV4_CUDA_TRY(dsv4_launch_pdl(linear_decode_v2<FMT, ACT, MT, true>, grid, dim3(DECODE_THREADS), 0, s, p),
+                      "linear_decode_v2 launch (grouped)");
+    else
+        DSV4_CUDA_TRY(dsv4_launch_pdl(linear_decode_v2<FMT, ACT, MT, false>, grid, dim3(DECODE_THREADS), 0, s, p),
+                      "linear_decode_v2 launch");
     return DSV4_OK;
 }
 
