@@ -8,12 +8,7 @@ FINAL=${OUT:-/tmp/dsv4-prof-out}
 R=/tmp/dsv4-prof
 rm -rf "$R"; mkdir -p "$R" "$FINAL"
 trap 'tar czf "$FINAL/profile.tgz" -C "$R" .' EXIT
-if ! ldconfig -p | grep -q libcjson; then
-    mkdir -p /tmp/cj
-    for f in .devdeps/*.deb; do dpkg -x "$f" /tmp/cj; done
-    ln -sf libcjson.so.1 /tmp/cj/usr/lib/x86_64-linux-gnu/libcjson.so
-    export CPPFLAGS="-I/tmp/cj/usr/include" LDFLAGS="-L/tmp/cj/usr/lib/x86_64-linux-gnu -Wl,-rpath,/tmp/cj/usr/lib/x86_64-linux-gnu"
-fi
+source tests/gpu/setup.sh
 make -j"$(nproc)" all bench NVCCFLAGS_EXTRA="-Xptxas -v" > "$R/build.log" 2>&1 || { tail -30 "$R/build.log"; exit 1; }
 echo "== tests"; timeout 200 ./build/test_runner ${TESTS:-gpu_linear gpu_moe backend} > "$R/tests.log" 2>&1; grep -v "^PASS" "$R/tests.log" | tail -12
 echo "== bench"; timeout 100 ./build/bench_linear 64 > "$R/linear.json" 2> "$R/linear.err"; echo "linear rc $?"
@@ -21,9 +16,11 @@ cuobjdump --dump-sass --function '_Z16linear_decode_v2ILi0ELi0ELi8EEv12LinearPar
 timeout 120 ncu --clock-control none --set full --import-source yes -k regex:linear_decode_v2 -c 1 -o "$R/decode" ./build/bench_linear 1 > "$R/ncu_run.txt" 2>&1
 ncu -i "$R/decode.ncu-rep" --page source --csv --print-source sass > "$R/decode_source.csv" 2>&1
 ncu -i "$R/decode.ncu-rep" --section SpeedOfLight --section WarpStateStats --section InstructionStats > "$R/decode_summary.txt" 2>&1
-echo "== moe kernels"
-timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum --launch-skip 200 --launch-count 40 ./build/bench_moe 1 > "$R/ncu_moe.txt" 2>&1; echo "ncu moe rc $?"
-grep -E "^\s+[a-zA-Z_].*\(|gpu__time_duration" "$R/ncu_moe.txt" | sed 's/(LinearParams).*//' | paste - - | awk '{print $1, $NF}' | head -40
+echo "== moe kernels (one-token layer, isolated durations)"
+timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum -k 'regex:k_moe|linear_' --launch-count 24 \
+    ./build/bench_moe 1 > "$R/ncu_moe.txt" 2>&1; echo "ncu moe rc $?"
+grep -E "^  [a-zA-Z_].*\(|gpu__time_duration" "$R/ncu_moe.txt" | sed -E 's/\(LinearParams\)//; s/, Context.*//' | paste - - |
+    awk '{print $1, $2, $NF " us"}' | head -24
 python3 - "$R" <<'PY'
 import json, sys, os
 R = sys.argv[1]

@@ -5,12 +5,7 @@
 set -uo pipefail
 R=/tmp/dsv4-qc; rm -rf "$R"; mkdir -p "$R" "${OUT:-/tmp}"
 trap 'tar czf "${OUT:-/tmp}/qc.tgz" -C "$R" .' EXIT
-if ! ldconfig -p | grep -q libcjson; then
-    mkdir -p /tmp/cj
-    for f in .devdeps/*.deb; do dpkg -x "$f" /tmp/cj; done
-    ln -sf libcjson.so.1 /tmp/cj/usr/lib/x86_64-linux-gnu/libcjson.so
-    export CPPFLAGS="-I/tmp/cj/usr/include" LDFLAGS="-L/tmp/cj/usr/lib/x86_64-linux-gnu -Wl,-rpath,/tmp/cj/usr/lib/x86_64-linux-gnu"
-fi
+source tests/gpu/setup.sh
 make -j"$(nproc)" all bench > "$R/build.log" 2>&1 || { tail -30 "$R/build.log"; exit 1; }
 for t in "" 32 64 128 256; do
     echo "== tests DSV4_ROW_THREADS=${t:-auto}"

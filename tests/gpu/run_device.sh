@@ -14,12 +14,7 @@ OUT=/tmp/dsv4-run
 rm -rf "$OUT"
 mkdir -p "$OUT" "$FINAL"
 trap 'tar czf "$FINAL/device-run.tgz" -C "$OUT" .' EXIT
-if ! ldconfig -p | grep -q libcjson; then
-    mkdir -p /tmp/cj
-    for f in .devdeps/*.deb; do dpkg -x "$f" /tmp/cj; done
-    ln -sf libcjson.so.1 /tmp/cj/usr/lib/x86_64-linux-gnu/libcjson.so
-    export CPPFLAGS="-I/tmp/cj/usr/include" LDFLAGS="-L/tmp/cj/usr/lib/x86_64-linux-gnu -Wl,-rpath,/tmp/cj/usr/lib/x86_64-linux-gnu"
-fi
+source tests/gpu/setup.sh
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee "$OUT/device.txt"
 make -j"$(nproc)" all bench NVCCFLAGS_EXTRA="-Xptxas -v" > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 export DSV4_CLI=./build/dsv4
