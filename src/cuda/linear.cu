@@ -106,8 +106,7 @@ extern "C" dsv4_status dsv4_cuda_weight_upload(const dsv4_weight *w, dsv4_cuda_w
     const size_t scale_off = (payload + 255) / 256 * 256; // scales start 256-byte aligned
     void *buf = NULL;
     char op[512];
-    /* + DSV4_CUDA_WEIGHT_TAIL: the decode kernel copies block scales as aligned 4-byte words
-     * (cp.async takes no single bytes), so the last scale's word may reach past the table */
+    /* + DSV4_CUDA_WEIGHT_TAIL (linear.h) */
     snprintf(op, sizeof op, "upload %s: cudaMalloc(%zu bytes)", what, scale_off + scales + DSV4_CUDA_WEIGHT_TAIL);
     DSV4_CUDA_TRY(cudaMalloc(&buf, scale_off + scales + DSV4_CUDA_WEIGHT_TAIL), op);
     snprintf(op, sizeof op, "upload %s: cudaMemcpy payload", what);

@@ -35,8 +35,10 @@ typedef struct dsv4_cuda_weight {
     size_t bytes;         /* payload + scale bytes on the device */
 } dsv4_cuda_weight;
 
-/* Bytes every device weight allocation keeps after its scale table (the decode kernel reads
- * scales as aligned 4-byte words); allocators of stacked weights add it too. */
+/* Bytes every device weight allocation keeps after its scale table: the decode kernel copies
+ * a lane's scale bytes inside their aligned 4-byte word with the copy cut after the last wanted
+ * byte, so nothing past the table is read today; the tail is a margin for kernels that read
+ * whole words. Allocators of stacked weights add it too. */
 #define DSV4_CUDA_WEIGHT_TAIL 16
 
 /* Copies a host weight (e.g. mmapped checkpoint bytes) to one device allocation. Validates the
@@ -49,7 +51,9 @@ void dsv4_cuda_weight_free(dsv4_cuda_weight *w);
  * into the layout the kernels read (src/cuda/fp4_layout.cuh: each 32-bit word's bits
  * rearranged; NVFP4 blocks with a negative scale get scale and element signs flipped).
  * dsv4_cuda_weight_upload does this itself; uploaders that copy payloads on their own (the
- * MoE stacks) call it once per weight. Asynchronous on the legacy default stream. */
+ * MoE stacks) call it exactly once per weight (it is not idempotent: a second call permutes
+ * again, a missing one leaves a layout every kernel misreads). Asynchronous on the legacy
+ * default stream; synchronize before the weight is used. */
 dsv4_status dsv4_cuda_fp4_device_layout(uint8_t *q, uint8_t *s, int64_t rows, int64_t cols, dsv4_wformat f);
 /* The same rearrangement of one 32-bit word on the host, and its inverse (tests). */
 uint32_t dsv4_cuda_host_fp4_to_device_word(uint32_t q);

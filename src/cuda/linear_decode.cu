@@ -457,7 +457,7 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
             c_slot = c_slot + 1 == DECODE_STAGES ? 0 : c_slot + 1;
         }
 
-        // Add the warps' sums in warp order (as the kernel above). red: [DECODE_WARPS][kAcc][32]
+        // Add the warps' sums in warp order. red: [DECODE_WARPS][kAcc][32]
 #pragma unroll
         for (int r = 0; r < S::kR; r++)
 #pragma unroll

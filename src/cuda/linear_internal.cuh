@@ -22,15 +22,16 @@ enum LinearAct { LIN_ACT_BF16 = 0, LIN_ACT_NVFP4 = 1 };
 // groups (experts), each with its own weight and its own rows of x and y. Everything here is read on
 // the device, so a grouped launch needs no host knowledge of the routing (graph-safe).
 struct LinearGroups {
-    const int32_t *active;      // device [max_active]: group id handled by blockIdx.z
-    const int32_t *n_active;    // device scalar: CTAs with blockIdx.z >= *n_active exit at once
+    const int32_t *active;      // device [max_active]: the active group ids, in list order
+    const int32_t *n_active;    // device scalar: how many entries of `active` are in use
     const int32_t *row_begin;   // device [G]: first row of group g in y (the layout's offsets)
     const int32_t *row_count;   // device [G]: rows in use of group g (the layout's counts)
     const int32_t *row_token;   // device [rows] or NULL: x row read for y row r (gather); < 0 skips
     int64_t w_stride, s_stride; // bytes between consecutive groups' payloads / block scales
     const float *group_scale;   // device [G] or NULL: extra factor per group (global · input scale)
     int max_active;             // the most groups a call can have active (host bound)
-    int bound;                  // the most rows any group can have (host bound): chunks per group
+    int bound;                  // >= every row_count (host bound): ceil(bound / MT) chunks per
+                                // group exist; rows past them would not be computed
 };
 
 // Everything a linear kernel reads; passed by value.

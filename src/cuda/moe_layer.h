@@ -89,11 +89,12 @@ dsv4_status dsv4_cuda_moe_active(cudaStream_t stream, const int32_t *counts, int
  *   factor = (xq per-tensor ? xq->input_scale : 1) · group_scale[e] · (xq token_scales ?
  *   token_scales[xrow(r)] : 1). Padding rows and rows past offsets[E] are not written.
  * Paths:
- *   DECODE  the decode kernel in grouped mode: one blockIdx.z per active expert (active /
- *           n_active from dsv4_cuda_moe_active), rows offsets[e] .. + counts[e]; `bound` is
- *           the host-known maximum of counts[] that picks the token bucket (T with top-k
- *           routing, T·k with hash routing; capped at 64, larger groups loop in the CTA);
- *           any layout tile. Needs K % 32 == 0.
+ *   DECODE  the decode kernel in grouped mode: the CTAs walk the tiles of every active expert
+ *           (active / n_active from dsv4_cuda_moe_active), rows offsets[e] .. + counts[e];
+ *           `bound` is the host-known maximum of counts[] (T with top-k routing, T·k with
+ *           hash routing). It picks the token bucket (capped at 64; larger groups take
+ *           ceil(bound / 64) chunks) and is a contract: rows of an expert past `bound` are
+ *           not computed. Any layout tile. Needs K % 32 == 0.
  *   PREFILL the mma.sync kernel in grouped mode: M tile i -> expert tile_expert[i]; the
  *           layout tile must be dsv4_cuda_moe_prefill_tile().
  *   AUTO    DECODE when bound <= 64 and K % 32 == 0, else PREFILL.
@@ -108,8 +109,8 @@ typedef struct dsv4_cuda_moe_gemm_args {
     int tile;                       /* the layout's tile */
     int64_t rows;                   /* rows of y: the layout's max_rows */
     const int32_t *active, *n_active;
-    int max_active;                 /* DECODE: upper bound of *n_active (gridDim.z) */
-    int bound;
+    int max_active;                 /* DECODE: upper bound of *n_active (sizes the grid) */
+    int bound;                      /* >= every counts[e] (see DECODE above) */
     void *y;                        /* [rows, N] */
     dsv4_cuda_out out;
     dsv4_cuda_linear_path path;
