@@ -205,7 +205,7 @@ __device__ __forceinline__ void cp_async_scale(uint32_t *dst, const uint8_t *a, 
 // grid with a z slot per possible group left most CTAs idle under skewed routing). Items
 // of chunks past a group's rows are empty (found the same way by producer and consumer).
 struct DecodeItem {
-    const uint8_t *w, *ws; // the group's weight
+    const uint8_t *ws;     // the group's block scales (the producer derives its payload from grp)
     int64_t row_base;      // first weight row of the tile
     int64_t y_begin;       // first y row of the chunk
     int m_count;           // rows of x / y in the chunk (<= MT)
@@ -219,14 +219,13 @@ __device__ __forceinline__ bool decode_item(const LinearParams &p, int64_t item,
     const int64_t chunk = rem / n_tiles;
     it.row_base = (rem % n_tiles) * rows_per_tile;
     if (!GROUPED) {
-        it.w = p.w, it.ws = p.w_scale, it.y_begin = 0, it.m_count = (int)p.M, it.grp = 0;
+        it.ws = p.w_scale, it.y_begin = 0, it.m_count = (int)p.M, it.grp = 0;
         return true;
     }
     const LinearGroups &G = p.grp;
     it.grp = G.active[item / per_group];
     const int count = G.row_count[it.grp];
     if (chunk * MT >= count) return false;
-    it.w = p.w + (int64_t)it.grp * G.w_stride;
     it.ws = p.w_scale + (int64_t)it.grp * G.s_stride;
     it.y_begin = G.row_begin[it.grp] + chunk * MT;
     it.m_count = count - (int)chunk * MT < MT ? count - (int)chunk * MT : MT;
