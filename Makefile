@@ -30,7 +30,7 @@ SRC_CU := $(sort $(wildcard src/cuda/*.cu))
 OBJ    := $(SRC_C:%.c=$(BUILD)/obj/%.o)
 ifneq ($(NVCC),)
 CPPFLAGS  += -DDSV4_HAVE_CUDA=1 -I$(CUDA_HOME)/include
-NVCCFLAGS ?= -std=c++17 $(OPT) -g -Xcompiler -fPIC -Iinclude -Isrc -DDSV4_HAVE_CUDA=1 \
+NVCCFLAGS ?= -std=c++17 $(OPT) -g -Xcompiler -fPIC -Iinclude -Isrc -DDSV4_HAVE_CUDA=1 -DDSV4_CUDA_ARCH_$(SM)=1 \
              -gencode=arch=compute_$(SM),code=sm_$(SM) -lineinfo
 OBJ    += $(SRC_CU:%.cu=$(BUILD)/obj/%.o)
 LDLIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++

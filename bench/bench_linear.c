@@ -66,6 +66,7 @@ typedef struct {
     dsv4_wformat f;
     int w4a4;
     dsv4_cuda_linear_path path; /* AUTO unless a case compares the paths */
+    int force_mma;              /* PREFILL on the mma.sync kernel even where wgmma would run */
 } bench_case;
 
 static const char *path_name(const bench_case *c) {
@@ -74,7 +75,11 @@ static const char *path_name(const bench_case *c) {
         p = c->M <= DSV4_CUDA_LINEAR_DECODE_MAX_M                      ? DSV4_LINEAR_DECODE
           : c->M >= DSV4_CUDA_LINEAR_DEQUANT_MIN_M && !c->w4a4 ? DSV4_LINEAR_DEQUANT_GEMM
                                                                        : DSV4_LINEAR_PREFILL;
-    return p == DSV4_LINEAR_DECODE ? "decode" : p == DSV4_LINEAR_DEQUANT_GEMM ? "dequant_cublas" : "prefill_mma";
+    if (p == DSV4_LINEAR_DECODE) return "decode";
+    if (p == DSV4_LINEAR_DEQUANT_GEMM) return "dequant_cublas";
+    /* the wgmma kernel's conditions (Hopper is where these benchmarks run) */
+    const int wgmma = !c->force_mma && !c->w4a4 && c->f != DSV4_WF_FP8_B128 && c->K % 64 == 0;
+    return wgmma ? "prefill_wgmma" : "prefill_mma";
 }
 
 /* Random payload and sane scales (never zeros: zeros can run faster than real data). */
@@ -139,6 +144,7 @@ static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, do
 
     cudaGraph_t g;
     cudaGraphExec_t ge;
+    dsv4_cuda_linear_prefill_force_mma(c->force_mma); /* the kernel is chosen at capture */
     BENCH_CU(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
     for (int i = 0; i < copies; i++) {
         dsv4_cuda_linear_args a = {0};
@@ -155,6 +161,7 @@ static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, do
         BENCH_OK(dsv4_cuda_linear(&a, st));
     }
     BENCH_CU(cudaStreamEndCapture(st, &g));
+    dsv4_cuda_linear_prefill_force_mma(0);
     BENCH_CU(cudaGraphInstantiate(&ge, g, 0));
     const double t = time_graph(ge, st) / copies * 1e-3; /* seconds per op */
     cudaGraphExecDestroy(ge);
@@ -237,9 +244,9 @@ static void run_case(const bench_case *c, cublasHandle_t cb, cudaStream_t st, do
     free(hwb);
 }
 
-/* bench_linear [max_M]: only the cases with M <= max_M (default: all). */
+/* bench_linear [max_M [min_M]]: only the cases with min_M <= M <= max_M (default: all). */
 int main(int argc, char **argv) {
-    const int64_t max_m = argc > 1 ? atoll(argv[1]) : INT64_MAX;
+    const int64_t max_m = argc > 1 ? atoll(argv[1]) : INT64_MAX, min_m = argc > 2 ? atoll(argv[2]) : 0;
     int n = 0;
     if (dsv4_cuda_device_count(&n) != DSV4_OK || n == 0) {
         fprintf(stderr, "bench_linear: no GPU\n");
@@ -286,10 +293,17 @@ int main(int argc, char **argv) {
         {"square", 1024, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_PREFILL},
         {"square", 1024, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_DEQUANT_GEMM},
         {"square", 4096, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_PREFILL},
+        {"square", 4096, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_PREFILL, 1},
+        {"square", 4096, 4096, 4096, DSV4_WF_MXFP4, 0, DSV4_LINEAR_PREFILL},
+        {"square", 16384, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_PREFILL},
+        {"square", 16384, 4096, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},
+        {"wq_b", 4096, 32768, 1024, DSV4_WF_NVFP4, 0, DSV4_LINEAR_PREFILL},
+        {"wo_b", 4096, 4096, 8192, DSV4_WF_NVFP4, 0, DSV4_LINEAR_PREFILL},
+        {"expert_w1", 4096, 2048, 4096, DSV4_WF_NVFP4, 0, DSV4_LINEAR_PREFILL},
         {"wq_b", 4096, 32768, 1024, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},   {"wo_b", 4096, 4096, 8192, DSV4_WF_NVFP4, 0, DSV4_LINEAR_AUTO},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        if (cases[i].M <= max_m) run_case(&cases[i], cb, st, copy_gbs);
+        if (cases[i].M <= max_m && cases[i].M >= min_m) run_case(&cases[i], cb, st, copy_gbs);
     cublasDestroy(cb);
     cudaFree(cb_ws);
     cudaStreamDestroy(st);

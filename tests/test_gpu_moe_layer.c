@@ -395,11 +395,11 @@ TEST(gpu_moe_layer_flash_shapes_match_cpu) {
  * rows gathered through row_token) and L2 (x rows = layout rows), both paths, BF16 and NVFP4
  * (per-token) activations: every row in use within 1e-5 relative (fp32 output), every other
  * row of y left untouched (poison intact), two runs bitwise equal. Shapes off every tile:
- * N = 192 / 320, K = 320 / 96, T = 45. */
-static int grouped_case(int path_prefill, int a4, int l2, char *msg, size_t len) {
-    enum { T = 45, K_ = 3, E = 8, D = 320, I = 96 };
-    const int tile = path_prefill ? dsv4_cuda_moe_prefill_tile() : 1;
-    uint64_t rng = 77 + (uint64_t)(path_prefill * 4 + a4 * 2 + l2);
+ * N = 384 / 320, K = 320 / 192, T = 45. `tile`: the layout tile of the prefill path. */
+static int grouped_case(int path_prefill, int tile_req, int a4, int l2, char *msg, size_t len) {
+    enum { T = 45, K_ = 3, E = 8, D = 320, I = 192 };
+    const int tile = path_prefill ? tile_req : 1;
+    uint64_t rng = 77 + (uint64_t)(path_prefill * 4 + a4 * 2 + l2 + tile);
     host_moe m;
     int ok = 0;
     const int64_t R = dsv4_moe_max_rows(T, K_, E, tile);
@@ -530,12 +530,20 @@ done:
 TEST(gpu_moe_grouped_linear_matches_cpu) {
     if (!gpu_available()) SKIP("no GPU");
     char msg[512];
-    for (int prefill = 1; prefill >= 0; prefill--) /* prefill first: it does not need the new decode kernel */
+    /* prefill: the default kernel at layout tile 128 and, with BF16 x (the wgmma kernel on
+     * Hopper), at 64 and 32; then everything forced onto mma.sync (tile 128); then decode */
+    static const struct { int prefill, tile, force_mma; } runs[] = {
+        {1, 128, 0}, {1, 64, 0}, {1, 32, 0}, {1, 128, 1}, {0, 1, 0}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++)
         for (int a4 = 0; a4 < 2; a4++)
             for (int l2 = 0; l2 < 2; l2++) {
+                if (a4 && runs[i].prefill && runs[i].tile != dsv4_cuda_moe_prefill_tile()) continue;
                 msg[0] = 0;
-                int ok = grouped_case(prefill, a4, l2, msg, sizeof msg);
-                CHECK_MSG(ok, "%s %s %s: %s", prefill ? "PREFILL" : "DECODE", a4 ? "NVFP4 x" : "BF16 x",
+                dsv4_cuda_linear_prefill_force_mma(runs[i].force_mma);
+                int ok = grouped_case(runs[i].prefill, runs[i].tile, a4, l2, msg, sizeof msg);
+                dsv4_cuda_linear_prefill_force_mma(0);
+                CHECK_MSG(ok, "%s tile %d%s %s %s: %s", runs[i].prefill ? "PREFILL" : "DECODE", runs[i].tile,
+                          runs[i].force_mma ? " (mma.sync forced)" : "", a4 ? "NVFP4 x" : "BF16 x",
                           l2 ? "L2" : "L1 (gather)", msg);
             }
 }

@@ -225,6 +225,7 @@ extern "C" dsv4_status dsv4_cuda_linear_init(void) {
         return dsv4_fail(DSV4_ERR_UNSUPPORTED, "cuda linear init: device %d beyond %d", dev, LINEAR_MAX_DEVICES);
     if (g_init_done[dev]) return DSV4_OK;
     DSV4_TRY(linear_prefill_init());
+    DSV4_TRY(linear_prefill_wgmma_init());
     g_init_done[dev] = true;
     return DSV4_OK;
 }

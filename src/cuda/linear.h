@@ -81,7 +81,8 @@ typedef enum dsv4_cuda_out { DSV4_CUDA_OUT_F32 = 0, DSV4_CUDA_OUT_BF16 = 1 } dsv
 typedef enum dsv4_cuda_linear_path {
     DSV4_LINEAR_AUTO = 0,
     DSV4_LINEAR_DECODE,  /* weight-streaming tensor-core kernel, split-K, M <= 64; NVFP4 needs K % 32 == 0 */
-    DSV4_LINEAR_PREFILL, /* BF16 tensor-core MMA (mma.sync), any M */
+    DSV4_LINEAR_PREFILL, /* BF16 tensor-core MMA, any M: wgmma on Hopper for fp4 weights with BF16
+                            x and K % 64 == 0, else mma.sync */
     DSV4_LINEAR_DEQUANT_GEMM, /* W4A16 only: exact BF16 expansion of W into the workspace + cuBLAS
                                  BF16 GEMM (fp32 accumulate); NVFP4/MXFP4 with K % 32 == 0, FP8
                                  with ue8m0 scales */
@@ -118,6 +119,11 @@ dsv4_status dsv4_cuda_linear(const dsv4_cuda_linear_args *a, cudaStream_t stream
 /* Sets kernel attributes (dynamic shared memory limits) once per process; dsv4_cuda_linear
  * calls it too, but call it before the first graph capture. */
 dsv4_status dsv4_cuda_linear_init(void);
+
+/* Tests and benchmarks: 1 sends every prefill (dense and grouped) to the mma.sync kernel
+ * even where the Hopper wgmma kernel would run; 0 restores the default. The environment
+ * variable DSV4_PREFILL_MMA=1 sets it at init. Not for use while work is enqueued. */
+void dsv4_cuda_linear_prefill_force_mma(int on);
 
 #ifdef __cplusplus
 }

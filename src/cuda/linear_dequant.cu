@@ -21,7 +21,7 @@ __global__ void __launch_bounds__(EXPAND_THREADS) linear_expand_bf16(const Linea
     for (int64_t c = (int64_t)blockIdx.x * EXPAND_THREADS + threadIdx.x; c < total; c += (int64_t)gridDim.x * EXPAND_THREADS) {
         const int64_t n = c / chunks_per_row, k = (c % chunks_per_row) * kElems;
         uint32_t nat[kElems / 2];
-        if (FMT == LIN_FP8) {
+        if constexpr (FMT == LIN_FP8) {
             const uint4 q = __ldg(reinterpret_cast<const uint4 *>(p.w + n * p.K + k));
             const uint32_t words[4] = {q.x, q.y, q.z, q.w};
             const uint32_t blk = ue8m0_c(__ldg(p.w_scale + (n / 128) * ((p.K + 127) / 128) + k / 128));
@@ -34,28 +34,10 @@ __global__ void __launch_bounds__(EXPAND_THREADS) linear_expand_bf16(const Linea
             }
         } else {
             const uint4 q = __ldg(reinterpret_cast<const uint4 *>(p.w + n * (p.K / 2) + k / 2));
-            const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-            uint32_t c0, c1, post = 0;
-            if (FMT == LIN_NVFP4) {
-                const uint16_t s2 = __ldg(reinterpret_cast<const uint16_t *>(p.w_scale + n * (p.K / 16) + k / 16));
-                c0 = e4m3_scale_c_pos(s2, 0x4040); // device layout: non-negative scales
-                c1 = e4m3_scale_c_pos(s2, 0x4141);
-            } else {
-                c0 = c1 = BF16X2_2P126;
-                post = ue8m0_c(__ldg(p.w_scale + n * (p.K / 32) + k / 32));
-            }
-#pragma unroll
-            for (int w = 0; w < 4; w++) {
-                uint32_t pr[4]; // (0, 4), (1, 5), (2, 6), (3, 7)
-                e2m1x8_pairs_dev(words[w], w < 2 ? c0 : c1, pr);
-                if (FMT == LIN_MXFP4)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) pr[i] = bf16x2_mul(pr[i], post);
-                nat[4 * w + 0] = __byte_perm(pr[0], pr[1], 0x5410);
-                nat[4 * w + 1] = __byte_perm(pr[2], pr[3], 0x5410);
-                nat[4 * w + 2] = __byte_perm(pr[0], pr[1], 0x7632);
-                nat[4 * w + 3] = __byte_perm(pr[2], pr[3], 0x7632);
-            }
+            const uint32_t s = FMT == LIN_NVFP4
+                                   ? __ldg(reinterpret_cast<const uint16_t *>(p.w_scale + n * (p.K / 16) + k / 16))
+                                   : __ldg(p.w_scale + n * (p.K / 32) + k / 32);
+            fp4_chunk32_bf16<FMT>(q, s, nat);
         }
         uint4 *dst = reinterpret_cast<uint4 *>(wbf + n * p.K + k);
 #pragma unroll

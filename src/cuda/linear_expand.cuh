@@ -99,3 +99,33 @@ __device__ __forceinline__ uint32_t e4m3_scale_c_pos(uint32_t s2, uint32_t sel) 
 // infinity here, the loader rejects 255).
 __device__ __forceinline__ uint32_t ue8m0_c(uint32_t e) { return (e << 7) | (e << 23); }
 
+
+// One 16-byte chunk of an fp4 weight row in the device layout (32 elements, k = 8w + i in word
+// w) -> 16 BF16 pairs in natural order (nat[j] = elements 2j, 2j + 1), each element · block
+// scale, times 2^-9 for NVFP4 (the caller restores it after the sum), exact for MXFP4.
+// s: NVFP4 the two e4m3 block scales (byte 0: elements 0-15, byte 1: 16-31, non-negative in
+// the device layout); MXFP4 the ue8m0 scale of the 32.
+template <int FMT>
+__device__ __forceinline__ void fp4_chunk32_bf16(uint4 q, uint32_t s, uint32_t nat[16]) {
+    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+    uint32_t c0, c1, post = 0;
+    if (FMT == LIN_NVFP4) {
+        c0 = e4m3_scale_c_pos(s, 0x4040);
+        c1 = e4m3_scale_c_pos(s, 0x4141);
+    } else {
+        c0 = c1 = BF16X2_2P126;
+        post = ue8m0_c(s);
+    }
+#pragma unroll
+    for (int w = 0; w < 4; w++) {
+        uint32_t pr[4]; // (0, 4), (1, 5), (2, 6), (3, 7)
+        e2m1x8_pairs_dev(words[w], w < 2 ? c0 : c1, pr);
+        if (FMT == LIN_MXFP4)
+#pragma unroll
+            for (int i = 0; i < 4; i++) pr[i] = bf16x2_mul(pr[i], post);
+        nat[4 * w + 0] = __byte_perm(pr[0], pr[1], 0x5410);
+        nat[4 * w + 1] = __byte_perm(pr[2], pr[3], 0x5410);
+        nat[4 * w + 2] = __byte_perm(pr[0], pr[1], 0x7632);
+        nat[4 * w + 3] = __byte_perm(pr[2], pr[3], 0x7632);
+    }
+}

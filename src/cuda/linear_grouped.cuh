@@ -6,7 +6,8 @@
 
 #include "cuda/linear_internal.cuh"
 
-// The M tile of the grouped prefill kernel: the layout (cpu/moe_route.h) must use this tile.
+// The M tile of the grouped mma.sync prefill kernel, and the largest tile of any grouped
+// prefill: layouts sized for it fit every smaller tile.
 int linear_prefill_group_tile(void);
 
 // Grid (ceil(N / BN), n_tiles): M tile i computes layout rows i·tile .. +tile−1 for expert
@@ -17,3 +18,9 @@ int linear_prefill_group_tile(void);
 // NVFP4 and MXFP4 weights only. n_tiles = 0 enqueues nothing.
 dsv4_status linear_prefill_grouped_launch(int fmt, int act, const LinearParams &p, const int32_t *tile_expert,
                                           int64_t n_tiles, cudaStream_t s);
+
+// The grouped wgmma kernel (linear_prefill_wgmma.cu): token tile `tile` = 32, 64 or 128 (the
+// layout's tile), otherwise as linear_prefill_grouped_launch; BF16 activations only
+// (linear_prefill_wgmma_takes).
+dsv4_status linear_prefill_wgmma_grouped_launch(int fmt, int tile, const LinearParams &p, const int32_t *tile_expert,
+                                                int64_t n_tiles, cudaStream_t s);

@@ -47,6 +47,16 @@ extern "C" dsv4_status dsv4_cuda_moe_active(cudaStream_t stream, const int32_t *
 
 extern "C" int dsv4_cuda_moe_prefill_tile(void) { return linear_prefill_group_tile(); }
 
+extern "C" int dsv4_cuda_moe_prefill_tile_for(int T, int k, int E, int64_t D, int64_t I, int w4a4) {
+    const int act = w4a4 ? LIN_ACT_NVFP4 : LIN_ACT_BF16;
+    if (!linear_prefill_wgmma_takes(LIN_NVFP4, act, D) || !linear_prefill_wgmma_takes(LIN_NVFP4, act, I) || E < 1)
+        return linear_prefill_group_tile();
+    // the narrowest token tile that holds an average expert's rows (the grid grows with the
+    // tile count, the MMA work with the padding)
+    const int64_t avg = ((int64_t)T * k + E - 1) / E;
+    return avg <= 24 ? 32 : avg <= 48 ? 64 : 128;
+}
+
 static bool aligned(const void *p, size_t a) { return ((uintptr_t)p % a) == 0; }
 
 extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const dsv4_cuda_moe_gemm_args *a) {
@@ -103,11 +113,14 @@ extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const d
         p.grp.bound = a->bound;
         return linear_decode_launch(LIN_NVFP4, act, p, 1, stream);
     }
-    if (a->tile != linear_prefill_group_tile())
-        return dsv4_fail(DSV4_ERR_SHAPE, "moe_grouped_linear: the prefill path needs layout tile %d, got %d",
-                         linear_prefill_group_tile(), a->tile);
     p.M = a->rows;
     p.out_scale = act_scale;
+    if (linear_prefill_wgmma_takes(LIN_NVFP4, act, p.K) && (a->tile == 32 || a->tile == 64 || a->tile == 128))
+        return linear_prefill_wgmma_grouped_launch(LIN_NVFP4, a->tile, p, a->layout->tile_expert, a->rows / a->tile,
+                                                   stream);
+    if (a->tile != linear_prefill_group_tile())
+        return dsv4_fail(DSV4_ERR_SHAPE, "moe_grouped_linear: the prefill path of this call needs layout tile %d, got %d",
+                         linear_prefill_group_tile(), a->tile);
     return linear_prefill_grouped_launch(LIN_NVFP4, act, p, a->layout->tile_expert, a->rows / a->tile, stream);
 }
 
@@ -266,7 +279,7 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     // with top-k an expert gets at most one row per token; hash routing may repeat an expert
     const int bound = a->tid2eid ? T * k : T;
     bool decode = a->path == DSV4_LINEAR_DECODE || (a->path == DSV4_LINEAR_AUTO && T <= DSV4_CUDA_LINEAR_DECODE_MAX_M);
-    const int tile = decode ? 1 : linear_prefill_group_tile();
+    const int tile = decode ? 1 : dsv4_cuda_moe_prefill_tile_for(T, k, E, w->D, w->I, a4);
     const int64_t rows = dsv4_moe_max_rows(T, k, E, tile);
 
     // the shared expert only needs x: fork it first so it overlaps the whole routed chain

@@ -95,8 +95,9 @@ dsv4_status dsv4_cuda_moe_active(cudaStream_t stream, const int32_t *counts, int
  *           hash routing). It picks the token bucket (capped at 64; larger groups take
  *           ceil(bound / 64) chunks) and is a contract: rows of an expert past `bound` are
  *           not computed. Any layout tile. Needs K % 32 == 0.
- *   PREFILL the mma.sync kernel in grouped mode: M tile i -> expert tile_expert[i]; the
- *           layout tile must be dsv4_cuda_moe_prefill_tile().
+ *   PREFILL a grouped prefill kernel: M tile i -> expert tile_expert[i]. The wgmma kernel
+ *           (Hopper, BF16 x, K % 64 == 0) takes layout tiles 32, 64 and 128; otherwise the
+ *           mma.sync kernel runs and the tile must be dsv4_cuda_moe_prefill_tile() (128).
  *   AUTO    DECODE when bound <= 64 and K % 32 == 0, else PREFILL.
  * Deterministic, graph-safe (nothing read on the host). Errors name "moe_grouped_linear". */
 typedef struct dsv4_cuda_moe_gemm_args {
@@ -117,6 +118,10 @@ typedef struct dsv4_cuda_moe_gemm_args {
 } dsv4_cuda_moe_gemm_args;
 
 int dsv4_cuda_moe_prefill_tile(void);
+/* The layout tile dsv4_cuda_moe_forward uses for a prefill of T tokens: 32, 64 or 128 by the
+ * average rows per expert where the wgmma kernel runs both GEMMs, else 128. Never more than
+ * dsv4_cuda_moe_prefill_tile(), so a workspace sized for that holds every layout. */
+int dsv4_cuda_moe_prefill_tile_for(int T, int k, int E, int64_t D, int64_t I, int w4a4);
 dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const dsv4_cuda_moe_gemm_args *a);
 
 /* Buffers of the layer forward for up to max_T tokens, allocated once (cudaMalloc here, never
