@@ -7,18 +7,18 @@
 // takes N in steps of 8), so a grouped tile is as wide as an expert's tokens need and no
 // wider. Both operands are K-major BF16 in shared memory (no swizzle, wgmma.cuh).
 //
-// Work split. Two warpgroups; warpgroup w owns features 128w .. 128w + 127 of the tile as two
-// m64 instructions per k16 step (acc[2][BNT / 2] fp32 per thread). Every thread also expands:
-// the fp4 weight slab (WGMMA_BM × WGMMA_BK) is loaded raw into registers one slab ahead,
-// expanded exactly to BF16 (fp4_chunk32_bf16: e2m1 · block scale [· 2^-9]) and stored into the
-// A stage the tensor cores read next; the activation slab goes by cp.async into a B stage.
-//
-// Pipeline per slab kt (one barrier):
-//   issue the wgmma of slab kt on A[kt % 2], B[kt % 3]     (asynchronous: the tensor cores run)
-//   expand raw slab kt+1 into A[(kt+1) % 2]                 (its last reader, kt-1, has finished)
-//   cp.async x slab kt+2 into B[(kt+2) % 3]; load raw weight slab kt+2 into registers
-//   wait for this warpgroup's wgmma; wait for x slab kt+1; fence.proxy.async; __syncthreads
-// So the expansion of one slab overlaps the MMAs of the previous one.
+// Warp specialisation. Warpgroup 0 produces: per slab of WGMMA_BK k it loads the raw fp4
+// weight (one slab ahead, in registers), expands it exactly to BF16 (fp4_chunk32_bf16:
+// e2m1 · block scale [· 2^-9]) into the A buffer of a ring stage, and copies the activation
+// slab into the B buffer by cp.async. Warpgroups 1 and 2 consume: each owns 128 features of
+// the tile as two m64 wgmma per k16 step (acc[2][BNT / 2] fp32 per thread). The stages of
+// the ring are handed over with mbarriers:
+//   full[s]  (128 producer arrivals) the stage's A and B are written and visible to wgmma. A
+//            producer thread arrives for slab kt after its cp.async group of kt has landed,
+//            which it checks one slab later (cp.async.wait_group 1), then fence.proxy.async.
+//   empty[s] (8 consumer-warp arrivals) the wgmma that read the stage have completed: a
+//            consumer releases slab kt-1 after wgmma.wait_group 1 in iteration kt.
+// So the expansion and the loads run up to WGMMA_STAGES slabs ahead of the tensor cores.
 //
 // Shared-memory layouts (bytes; core matrix = 8 rows × 16 bytes):
 //   A stage: feature r, k chunk c (8 BF16) at (r/8)·1024 + c·128 + (r%8)·16
@@ -39,22 +39,31 @@
 #include "cuda/linear_internal.cuh"
 #include "cuda/wgmma.cuh"
 
-#define WGMMA_BM 256      // weight rows per CTA: 2 warpgroups × 2 × m64
-#define WGMMA_BK 64       // k per slab
-#define WGMMA_THREADS 256 // 2 warpgroups
-#define WGMMA_A_STAGES 2
-#define WGMMA_B_STAGES 3
+#define WGMMA_BM 256        // weight rows per CTA: 2 consumer warpgroups × 2 × m64
+#define WGMMA_BK 64         // k per slab
+#define WGMMA_THREADS 384   // producer warpgroup + 2 consumer warpgroups
+#define WGMMA_STAGES 4      // ring depth (A and B of one slab per stage)
+
+static constexpr int kPrefetch = 3; // raw weight slabs in the producer's registers
+// Registers per thread: what the launch allocates (__launch_bounds__(384, 1): 64 K / 384,
+// rounded down to 8), then moved by setmaxnreg from the producer to the consumers. The
+// increase draws on the registers the decrease released: a total above the launch's would
+// make the consumers wait forever, so init checks the launch value (cudaFuncGetAttributes).
+static constexpr int kLaunchRegs = 168, kProducerRegs = 136, kConsumerRegs = 184;
+static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= WGMMA_THREADS * kLaunchRegs, "register pool");
 
 template <int BNT>
 struct WgShape {
-    static constexpr int kAStage = WGMMA_BM * WGMMA_BK * 2;        // 32 KB
-    static constexpr int kBPlane = BNT * 16 + 64;                  // bytes between k chunks
+    static constexpr int kAStage = WGMMA_BM * WGMMA_BK * 2;   // 32 KB
+    static constexpr int kBPlane = BNT * 16 + 64;             // bytes between k chunks
     static constexpr int kBStage = (WGMMA_BK / 8) * kBPlane;
-    static constexpr int kSmem = WGMMA_A_STAGES * kAStage + WGMMA_B_STAGES * kBStage;
-    static constexpr int kBChunks = BNT * (WGMMA_BK / 8) / WGMMA_THREADS; // 16-byte x chunks per thread
-    static constexpr int kUnits = WGMMA_BM * (WGMMA_BK / 32) / WGMMA_THREADS; // 32-element weight units per thread
+    static constexpr int kStage = kAStage + (kBStage + 127) / 128 * 128;
+    static constexpr int kSmem = WGMMA_STAGES * kStage + 2 * WGMMA_STAGES * 8; // + full/empty barriers
+    static constexpr int kBChunks = BNT * (WGMMA_BK / 8) / 128; // 16-byte x chunks per producer thread
+    static constexpr int kXRows = BNT > 64 ? BNT / 64 : 1;      // distinct tokens among them
+    static constexpr int kUnits = WGMMA_BM * (WGMMA_BK / 32) / 128; // 32-element weight units per producer thread
     static_assert(BNT % 32 == 0 && BNT <= 128, "token tile: 32, 64 or 128");
-    static_assert(kBChunks >= 1 && kUnits == 2, "even split");
+    static_assert(kUnits == 4 && kBChunks >= 2, "even split");
 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -66,12 +75,157 @@ __device__ __forceinline__ void cp_async_commit_group() { asm volatile("cp.async
 template <int N>
 __device__ __forceinline__ void cp_async_wait_group() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
-// Raw weight unit of a slab: 32 elements (16 bytes) of one feature row. Lanes 0-15 of a warp
-// take 16 rows' first k halves, lanes 16-31 their second halves.
+// 16 bytes read once: not kept in L1 (which then holds the block scales, read by 8 slabs per
+// 32-byte sector)
+__device__ __forceinline__ uint4 ldg_stream16(const void *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+// Raw weight unit of a slab: 32 elements (16 bytes) of one feature row.
 struct WUnit {
     uint4 q;
     uint32_t s; // NVFP4: 2 e4m3 scales; MXFP4: 1 ue8m0
 };
+
+// Warpgroup 0: loads, expands and hands over every slab of the CTA's K loop.
+template <int FMT, int BNT, bool GROUPED>
+__device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0, int64_t m0, int64_t m_end,
+                                               unsigned char *smem, uint32_t bars, int nk) {
+    using S = WgShape<BNT>;
+    const int tid = threadIdx.x; // 0..127
+    // x chunks q = tid + 128·j: token (q/2) % BNT, chunk 2·(q / (2·BNT)) + q%2; token
+    // (tid/2 + 64·j) % BNT is one of kXRows rows, chunk c(j) = 2·((tid + 128·j) / (2·BNT)) + tid%2
+    const __nv_bfloat16 *xsrc[S::kXRows]; // NULL: zero-fill (padding or past M)
+#pragma unroll
+    for (int i = 0; i < S::kXRows; i++) {
+        const int64_t m = m0 + (tid / 2 + 64 * i) % BNT;
+        const int64_t xr = m >= m_end ? -1 : GROUPED && p.grp.row_token ? p.grp.row_token[m] : m;
+        xsrc[i] = xr >= 0 ? p.x + xr * p.K : nullptr;
+    }
+    // weight units j: feature row wr0 + 64·j, k half wh; A offset adst0 + 8 KB·j
+    const int wr0 = (tid / 32) * 16 + tid % 16, wh = (tid % 32) / 16;
+    const uint32_t adst0 = (uint32_t)((wr0 / 8) * 1024 + (4 * wh) * 128 + (wr0 % 8) * 16);
+    constexpr int kSB = FMT == LIN_NVFP4 ? 16 : 32; // elements per scale byte
+    const uint8_t *wq0 = p.w + (n0 + wr0) * (p.K / 2) + wh * 16;
+    const uint8_t *ws0 = p.w_scale + (n0 + wr0) * (p.K / kSB) + wh * (32 / kSB);
+    const int64_t wq_step = 64 * (p.K / 2), ws_step = 64 * (p.K / kSB);
+
+    // the raw weight of slab kt sits in raw[kt % kPrefetch], loaded kPrefetch - 1 slabs ahead:
+    // under a busy L2 a load takes longer than a slab's MMAs
+    WUnit raw[kPrefetch][S::kUnits];
+    auto load_w = [&](int kt, WUnit(&r)[S::kUnits]) {
+#pragma unroll
+        for (int j = 0; j < S::kUnits; j++) {
+            r[j].q = make_uint4(0, 0, 0, 0);
+            r[j].s = 0;
+            if (kt < nk && n0 + wr0 + 64 * j < p.N) { // rows past N expand to zeros
+                r[j].q = ldg_stream16(wq0 + j * wq_step + kt * (WGMMA_BK / 2));
+                const uint8_t *sp = ws0 + j * ws_step + kt * (WGMMA_BK / kSB);
+                r[j].s = FMT == LIN_NVFP4 ? __ldg(reinterpret_cast<const uint16_t *>(sp)) : __ldg(sp);
+            }
+        }
+    };
+    auto step = [&](int kt, WUnit(&r)[S::kUnits]) {
+        const int st = kt % WGMMA_STAGES;
+        mbar_wait(bars + 8 * (WGMMA_STAGES + st), ((kt / WGMMA_STAGES) & 1) ^ 1); // empty[st]
+        unsigned char *a = smem + st * S::kStage;
+        const uint32_t b = smem_u32(a + S::kAStage);
+        const int64_t k0 = (int64_t)kt * WGMMA_BK;
+#pragma unroll
+        for (int j = 0; j < S::kBChunks; j++) {
+            const int n = (tid / 2 + 64 * j) % BNT, c = 2 * ((tid + 128 * j) / (2 * BNT)) + tid % 2;
+            const __nv_bfloat16 *src = xsrc[S::kXRows > 1 ? j % S::kXRows : 0];
+            cp_async16_zfill(b + c * S::kBPlane + n * 16, src ? src + k0 + c * 8 : p.x, src != nullptr);
+        }
+        cp_async_commit_group();
+#pragma unroll
+        for (int j = 0; j < S::kUnits; j++) {
+            uint32_t nat[16];
+            fp4_chunk32_bf16<FMT>(r[j].q, r[j].s, nat);
+#pragma unroll
+            for (int v = 0; v < 4; v++)
+                *reinterpret_cast<uint4 *>(a + adst0 + j * 8192 + v * 128) =
+                    make_uint4(nat[4 * v], nat[4 * v + 1], nat[4 * v + 2], nat[4 * v + 3]);
+        }
+        load_w(kt + kPrefetch, r); // the slot is free again
+        // hand over slab kt-1: its x chunks have landed (all but the newest group)
+        if (kt > 0) {
+            cp_async_wait_group<1>();
+            fence_proxy_async_smem();
+            mbar_arrive(bars + 8 * ((kt - 1) % WGMMA_STAGES)); // full
+        }
+    };
+
+#pragma unroll
+    for (int d = 0; d < kPrefetch; d++) load_w(d, raw[d]);
+    for (int kt0 = 0; kt0 < nk; kt0 += kPrefetch)
+#pragma unroll
+        for (int d = 0; d < kPrefetch; d++)
+            if (kt0 + d < nk) step(kt0 + d, raw[d]);
+    cp_async_wait_group<0>();
+    fence_proxy_async_smem();
+    mbar_arrive(bars + 8 * ((nk - 1) % WGMMA_STAGES));
+}
+
+// Warpgroups 1 and 2: warpgroup c owns features 128·c .. 128·c + 127 of the tile; MMAs over
+// the ring, then the epilogue.
+template <int FMT, int BNT>
+__device__ __forceinline__ void wgmma_consumer(const LinearParams &p, int64_t n0, int64_t m0, int64_t m_end,
+                                               float factor, unsigned char *smem, uint32_t bars, int nk, int c) {
+    using S = WgShape<BNT>;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float acc[2][BNT / 2];
+#pragma unroll
+    for (int s = 0; s < 2; s++)
+#pragma unroll
+        for (int i = 0; i < BNT / 2; i++) acc[s][i] = 0.0f;
+    for (int kt = 0; kt < nk; kt++) {
+        const int st = kt % WGMMA_STAGES;
+        mbar_wait(bars + 8 * st, (kt / WGMMA_STAGES) & 1); // full[st]
+        const uint32_t a_base = smem_u32(smem + st * S::kStage) + c * 16 * 1024;
+        const uint32_t b_base = smem_u32(smem + st * S::kStage + S::kAStage);
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < WGMMA_BK / 16; ks++) {
+            const uint64_t db = wgmma_desc(b_base + 2 * ks * S::kBPlane, S::kBPlane, 128);
+#pragma unroll
+            for (int s = 0; s < 2; s++)
+                wgmma_bf16_ss<BNT>(acc[s], wgmma_desc(a_base + s * 8 * 1024 + 2 * ks * 128, 128, 1024), db,
+                                   kt > 0 || ks > 0);
+        }
+        wgmma_commit();
+        wgmma_wait<1>(); // slab kt-1's MMAs are done: release its stage
+#pragma unroll
+        for (int s = 0; s < 2; s++)
+#pragma unroll
+            for (int i = 0; i < BNT / 2; i++) wgmma_fence_operand(acc[s][i]);
+        if (kt > 0 && lane == 0) mbar_arrive(bars + 8 * (WGMMA_STAGES + (kt - 1) % WGMMA_STAGES));
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int s = 0; s < 2; s++)
+#pragma unroll
+        for (int i = 0; i < BNT / 2; i++) wgmma_fence_operand(acc[s][i]);
+
+    // epilogue: acc[s][4j + e] is feature 128·c + 64·s + 16·(warp%4) + g (+8 for e >= 2),
+    // token column 8j + 2t (+1 for odd e)
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int s = 0; s < 2; s++) {
+        const int64_t f = n0 + 128 * c + 64 * s + 16 * (warp % 4) + g;
+#pragma unroll
+        for (int j = 0; j < BNT / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int64_t m = m0 + 8 * j + 2 * t + (e & 1), n = f + (e >= 2 ? 8 : 0);
+                if (m < m_end && n < p.N) linear_store(p, m, n, acc[s][4 * j + e] * factor);
+            }
+    }
+}
 
 template <int FMT, int BNT, bool GROUPED>
 __global__ void __launch_bounds__(WGMMA_THREADS, 1)
@@ -79,10 +233,9 @@ __global__ void __launch_bounds__(WGMMA_THREADS, 1)
 #if DSV4_WGMMA
     using S = WgShape<BNT>;
     extern __shared__ __align__(128) unsigned char wg_smem[];
-    unsigned char *As = wg_smem;                                // [A_STAGES][kAStage]
-    unsigned char *Bs = wg_smem + WGMMA_A_STAGES * S::kAStage; // [B_STAGES][kBStage]
+    const uint32_t bars = smem_u32(wg_smem + WGMMA_STAGES * S::kStage); // full[STAGES], empty[STAGES]
 
-    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, wg = warp / 4;
+    const int wg = threadIdx.x / 128;
     const int64_t n0 = (int64_t)blockIdx.x * WGMMA_BM, m0 = (int64_t)blockIdx.y * BNT;
     LinearParams p = p0;
     int64_t m_end = p.M;
@@ -97,115 +250,21 @@ __global__ void __launch_bounds__(WGMMA_THREADS, 1)
         if (p.grp.group_scale) factor *= p.grp.group_scale[e];
     }
     const int nk = (int)(p.K / WGMMA_BK);
-
-    // this thread's x chunks: one token n = (tid/2) % BNT, chunks c0 + j·(256/BNT), c0 =
-    // 2·(tid / (2·BNT)) + tid%2 (chunk q = tid + 256·j: n = (q/2) % BNT, c = 2·(q/(2·BNT)) + q%2)
-    const int xn = (tid / 2) % BNT, xc0 = 2 * (tid / (2 * BNT)) + tid % 2;
-    const __nv_bfloat16 *xsrc = nullptr; // this token's x row at chunk c0, NULL: zero-fill
-    {
-        const int64_t m = m0 + xn;
-        const int64_t xr = m >= m_end ? -1 : GROUPED && p.grp.row_token ? p.grp.row_token[m] : m;
-        if (xr >= 0) xsrc = p.x + xr * p.K + xc0 * 8;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < WGMMA_STAGES; s++) {
+            mbar_init(bars + 8 * s, 128);                // full: every producer thread
+            mbar_init(bars + 8 * (WGMMA_STAGES + s), 8); // empty: every consumer warp
+        }
     }
-    const uint32_t bdst0 = (uint32_t)(xc0 * S::kBPlane + xn * 16);
-    // this thread's weight units j: feature row r0 + 128·j, k half h; A offset adst0 + 16 KB·j
-    const int wr0 = (tid / 32) * 16 + tid % 16, wh = (tid % 32) / 16;
-    const uint32_t adst0 = (uint32_t)((wr0 / 8) * 1024 + (4 * wh) * 128 + (wr0 % 8) * 16);
-    const uint8_t *wq0 = p.w + (n0 + wr0) * (p.K / 2) + wh * 16;
-    const uint8_t *ws0 = p.w_scale + (n0 + wr0) * (p.K / (FMT == LIN_NVFP4 ? 16 : 32)) + wh * (FMT == LIN_NVFP4 ? 2 : 1);
-    const int64_t wq_row = 128 * (p.K / 2), ws_row = 128 * (p.K / (FMT == LIN_NVFP4 ? 16 : 32));
-
-    auto issue_x = [&](int kt) {
-        const uint32_t base = smem_u32(Bs + (kt % WGMMA_B_STAGES) * S::kBStage) + bdst0;
-#pragma unroll
-        for (int j = 0; j < S::kBChunks; j++)
-            cp_async16_zfill(base + j * (256 / BNT) * S::kBPlane,
-                             xsrc ? xsrc + (int64_t)kt * WGMMA_BK + j * (256 / BNT) * 8 : p.x, xsrc != nullptr);
-    };
-    WUnit raw[S::kUnits];
-    auto load_w = [&](int kt) {
-#pragma unroll
-        for (int j = 0; j < S::kUnits; j++) {
-            raw[j].q = make_uint4(0, 0, 0, 0);
-            raw[j].s = 0;
-            if (n0 + wr0 + 128 * j < p.N) { // rows past N expand to zeros
-                raw[j].q = __ldg(reinterpret_cast<const uint4 *>(wq0 + j * wq_row + kt * (WGMMA_BK / 2)));
-                const uint8_t *sp = ws0 + j * ws_row + kt * (WGMMA_BK / (FMT == LIN_NVFP4 ? 16 : 32));
-                raw[j].s = FMT == LIN_NVFP4 ? __ldg(reinterpret_cast<const uint16_t *>(sp)) : __ldg(sp);
-            }
-        }
-    };
-    auto expand_w = [&](int kt) {
-        unsigned char *a = As + (kt % WGMMA_A_STAGES) * S::kAStage + adst0;
-#pragma unroll
-        for (int j = 0; j < S::kUnits; j++) {
-            uint32_t nat[16];
-            fp4_chunk32_bf16<FMT>(raw[j].q, raw[j].s, nat);
-#pragma unroll
-            for (int v = 0; v < 4; v++)
-                *reinterpret_cast<uint4 *>(a + j * 16 * 1024 + v * 128) =
-                    make_uint4(nat[4 * v], nat[4 * v + 1], nat[4 * v + 2], nat[4 * v + 3]);
-        }
-    };
-
-    float acc[2][BNT / 2];
-#pragma unroll
-    for (int s = 0; s < 2; s++)
-#pragma unroll
-        for (int i = 0; i < BNT / 2; i++) acc[s][i] = 0.0f;
-
-    // prologue: x slabs 0 and 1 in flight, weight slab 0 expanded, raw weight slab 1 loaded
-    load_w(0);
-    issue_x(0);
-    cp_async_commit_group();
-    if (nk > 1) issue_x(1);
-    cp_async_commit_group();
-    expand_w(0);
-    if (nk > 1) load_w(1);
-    cp_async_wait_group<1>();
-    fence_proxy_async_smem();
     __syncthreads();
 
-    for (int kt = 0; kt < nk; kt++) {
-        const uint32_t a_base = smem_u32(As + (kt % WGMMA_A_STAGES) * S::kAStage) + wg * 16 * 1024;
-        const uint32_t b_base = smem_u32(Bs + (kt % WGMMA_B_STAGES) * S::kBStage);
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < WGMMA_BK / 16; ks++) {
-            const uint64_t db = wgmma_desc(b_base + 2 * ks * S::kBPlane, S::kBPlane, 128);
-#pragma unroll
-            for (int s = 0; s < 2; s++)
-                wgmma_bf16_ss<BNT>(acc[s], wgmma_desc(a_base + s * 8 * 1024 + 2 * ks * 128, 128, 1024), db,
-                                   kt > 0 || ks > 0);
-        }
-        wgmma_commit();
-        if (kt + 1 < nk) expand_w(kt + 1);
-        if (kt + 2 < nk) issue_x(kt + 2);
-        cp_async_commit_group(); // possibly empty: keeps "all but the newest group" = slab kt+1
-        if (kt + 2 < nk) load_w(kt + 2);
-        wgmma_wait<0>();
-#pragma unroll
-        for (int s = 0; s < 2; s++)
-#pragma unroll
-            for (int i = 0; i < BNT / 2; i++) wgmma_fence_operand(acc[s][i]);
-        cp_async_wait_group<1>();
-        fence_proxy_async_smem();
-        __syncthreads();
-    }
-
-    // epilogue: acc[s][4j + e] is feature 128·wg + 64·s + 16·(warp%4) + g (+8 for e >= 2),
-    // token column 8j + 2t (+1 for odd e)
-    const int g = lane / 4, t = lane % 4;
-#pragma unroll
-    for (int s = 0; s < 2; s++) {
-        const int64_t f = n0 + 128 * wg + 64 * s + 16 * (warp % 4) + g;
-#pragma unroll
-        for (int j = 0; j < BNT / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int64_t m = m0 + 8 * j + 2 * t + (e & 1), n = f + (e >= 2 ? 8 : 0);
-                if (m < m_end && n < p.N) linear_store(p, m, n, acc[s][4 * j + e] * factor);
-            }
+    // one if/else, so that setmaxnreg applies (kLaunchRegs above)
+    if (wg == 0) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
+        wgmma_producer<FMT, BNT, GROUPED>(p, n0, m0, m_end, wg_smem, bars, nk);
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
+        wgmma_consumer<FMT, BNT>(p, n0, m0, m_end, factor, wg_smem, bars, nk, wg - 1);
     }
 #else
     (void)p0;
@@ -220,9 +279,14 @@ static int wgmma_ok = -1; // built for sm_90a and running on an sm_90 device (li
 
 template <int FMT, int BNT, bool GROUPED>
 static dsv4_status set_smem(void) {
-    return dsv4_cuda_check(cudaFuncSetAttribute(linear_prefill_wgmma<FMT, BNT, GROUPED>,
-                                                cudaFuncAttributeMaxDynamicSharedMemorySize, WgShape<BNT>::kSmem),
-                           "linear_prefill_wgmma: cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+    auto k = linear_prefill_wgmma<FMT, BNT, GROUPED>;
+    DSV4_CUDA_TRY(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, WgShape<BNT>::kSmem),
+                  "linear_prefill_wgmma: cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+    cudaFuncAttributes fa;
+    DSV4_CUDA_TRY(cudaFuncGetAttributes(&fa, k), "linear_prefill_wgmma: cudaFuncGetAttributes");
+    if (fa.numRegs != kLaunchRegs) // the setmaxnreg split would not match the pool: never run it
+        wgmma_ok = 0;
+    return DSV4_OK;
 }
 
 template <int FMT>
@@ -247,7 +311,7 @@ dsv4_status linear_prefill_wgmma_init(void) {
     if (env && env[0] == '1') force_mma = 1;
     if (!wgmma_ok) return DSV4_OK;
     DSV4_TRY(init_fmt<LIN_NVFP4>());
-    return init_fmt<LIN_MXFP4>();
+    return init_fmt<LIN_MXFP4>(); // may clear wgmma_ok (register check)
 }
 
 extern "C" void dsv4_cuda_linear_prefill_force_mma(int on) { force_mma = on != 0; }

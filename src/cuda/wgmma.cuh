@@ -46,6 +46,29 @@ __device__ __forceinline__ void fence_proxy_async_smem() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }
+// ---- shared-memory barriers (mbarrier) between the producer and consumer warpgroups ----
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+#if DSV4_WGMMA
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+#endif
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+#if DSV4_WGMMA
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar) : "memory");
+#endif
+}
+// Returns once the phase with parity `parity` of the barrier has completed (a barrier starts
+// in phase 0, so waiting on parity 1 returns at once: "the phase before the first").
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+#if DSV4_WGMMA
+    asm volatile("{\n.reg .pred done;\nLAB_WAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra LAB_WAIT;\n}\n" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+#endif
+}
+
 // Keeps the compiler from moving accesses of an accumulator across wgmma instructions.
 __device__ __forceinline__ void wgmma_fence_operand(float &r) { asm volatile("" : "+f"(r)::"memory"); }
 

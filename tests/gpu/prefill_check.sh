@@ -12,11 +12,11 @@ trap 'tar czf "$FINAL/prefill.tgz" -C "$R" .' EXIT
 source tests/gpu/setup.sh
 make -j"$(nproc)" all bench NVCCFLAGS_EXTRA="-Xptxas -v" > "$R/build.log" 2>&1 || { grep -E "error" "$R/build.log" | head; tail -30 "$R/build.log"; exit 1; }
 grep -A3 "Compiling entry.*linear_prefill_wgmma" "$R/build.log" | grep -E "registers|spill" | paste - - | sed -E 's/ +/ /g' | head -8
-echo "== tests"; timeout ${TEST_S:-240} ./build/test_runner ${TESTS:-gpu_} > "$R/tests.log" 2>&1; echo "rc $?"
+echo "== tests"; timeout ${TEST_S:-150} ./build/test_runner ${TESTS:-gpu_} > "$R/tests.log" 2>&1; echo "rc $?"
 grep -v "^PASS" "$R/tests.log" | tail -25
 echo "== bench"
-timeout 150 ./build/bench_linear ${MAXM:-100000} > "$R/linear.json" 2> "$R/linear.err"; echo "linear rc $?"
-timeout 200 ./build/bench_moe ${MAXT:-16384} > "$R/moe.json" 2> "$R/moe.err"; echo "moe rc $?"
+timeout 100 ./build/bench_linear ${MAXM:-100000} ${MINM:-0} > "$R/linear.json" 2> "$R/linear.err"; echo "linear rc $?"
+timeout 150 ./build/bench_moe ${MAXT:-16384} > "$R/moe.json" 2> "$R/moe.err"; echo "moe rc $?"
 python3 - "$R" <<'PY'
 import json, sys, os
 R = sys.argv[1]
@@ -28,6 +28,12 @@ for r in rows('linear.json'):
 for r in rows('moe.json'):
     if 'T' in r: print(f"  {r['router']:6s} T={r['T']:5d} {r['mode']} {r['time_us']:10.2f} us  roof {r['roofline_us']:8.2f} x{r['time_over_roofline']:.2f}  bf16 {r['bf16_time_us']:10.2f} x{r['speedup_vs_bf16']:.2f}")
 PY
+if [ -n "${PROFILE_WGMMA:-}" ]; then
+    echo "== ncu wgmma prefill (square 4096)"
+    timeout 120 ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section Occupancy \
+        --section MemoryWorkloadAnalysis -k regex:linear_prefill_wgmma -c 1 ./build/bench_linear 4096 4096 > "$R/ncu_wgmma.txt" 2>&1
+    grep -E "Duration|Throughput|Busy|Stall|Occupancy|Registers|Hit Rate|Issued|Eligible" "$R/ncu_wgmma.txt" | head -30
+fi
 [ -n "${QUICK:-}" ] && exit 0
 echo "== ncu quantize / rmsnorm rows (4096 x 4096, first launch = static scale)"
 for k in k_quantize_rows k_rmsnorm_rows; do
