@@ -78,7 +78,7 @@ static const char *path_name(const bench_case *c) {
     if (p == DSV4_LINEAR_DECODE) return "decode";
     if (p == DSV4_LINEAR_DEQUANT_GEMM) return "dequant_cublas";
     /* the wgmma kernel's conditions (Hopper is where these benchmarks run) */
-    const int wgmma = !c->force_mma && !c->w4a4 && c->f != DSV4_WF_FP8_B128 && c->K % 64 == 0;
+    const int wgmma = !c->force_mma && c->f != DSV4_WF_FP8_B128 && c->K % 64 == 0;
     return wgmma ? "prefill_wgmma" : "prefill_mma";
 }
 

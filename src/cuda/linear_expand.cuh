@@ -129,3 +129,20 @@ __device__ __forceinline__ void fp4_chunk32_bf16(uint4 q, uint32_t s, uint32_t n
         nat[4 * w + 3] = __byte_perm(pr[2], pr[3], 0x7632);
     }
 }
+
+// 32 NVFP4 activation elements (16 bytes, nibble i of word w = element 8w + i: the natural
+// order of the quantizer's output) -> 16 natural-order BF16 pairs, each element · block scale
+// · 2^-9 (exact). s2: the two e4m3 block scales (any sign).
+__device__ __forceinline__ void nvfp4_act_chunk32_bf16(uint4 q, uint32_t s2, uint32_t nat[16]) {
+    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+    const uint32_t c0 = e4m3_scale_c(s2, 0x4040), c1 = e4m3_scale_c(s2, 0x4141);
+#pragma unroll
+    for (int w = 0; w < 4; w++) {
+        uint32_t pr[4]; // (0, 4), (1, 5), (2, 6), (3, 7)
+        e2m1x8_pairs(words[w], w < 2 ? c0 : c1, pr);
+        nat[4 * w + 0] = __byte_perm(pr[0], pr[1], 0x5410);
+        nat[4 * w + 1] = __byte_perm(pr[2], pr[3], 0x5410);
+        nat[4 * w + 2] = __byte_perm(pr[0], pr[1], 0x7632);
+        nat[4 * w + 3] = __byte_perm(pr[2], pr[3], 0x7632);
+    }
+}

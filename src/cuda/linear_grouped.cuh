@@ -20,7 +20,7 @@ dsv4_status linear_prefill_grouped_launch(int fmt, int act, const LinearParams &
                                           int64_t n_tiles, cudaStream_t s);
 
 // The grouped wgmma kernel (linear_prefill_wgmma.cu): token tile `tile` = 32, 64 or 128 (the
-// layout's tile), otherwise as linear_prefill_grouped_launch; BF16 activations only
-// (linear_prefill_wgmma_takes).
-dsv4_status linear_prefill_wgmma_grouped_launch(int fmt, int tile, const LinearParams &p, const int32_t *tile_expert,
-                                                int64_t n_tiles, cudaStream_t s);
+// layout's tile), otherwise as linear_prefill_grouped_launch; NVFP4 experts, where
+// linear_prefill_wgmma_takes (NVFP4 x: 16-byte aligned payload).
+dsv4_status linear_prefill_wgmma_grouped_launch(int fmt, int act, int tile, const LinearParams &p,
+                                                const int32_t *tile_expert, int64_t n_tiles, cudaStream_t s);

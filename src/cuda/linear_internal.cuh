@@ -119,12 +119,12 @@ int linear_decode_k_step(int fmt, int mt);
 dsv4_status linear_decode_launch(int fmt, int act, const LinearParams &p, int splits, cudaStream_t s);
 dsv4_status linear_prefill_launch(int fmt, int act, const LinearParams &p, cudaStream_t s);
 dsv4_status linear_prefill_init(void);
-// Hopper wgmma prefill (linear_prefill_wgmma.cu): fp4 weights, BF16 activations, K % 64 == 0,
-// an sm_90a build on an sm_90 device; DSV4_PREFILL_MMA=1 in the environment turns it off
-// (every prefill then takes the mma.sync kernel).
+// Hopper wgmma prefill (linear_prefill_wgmma.cu): fp4 weights, BF16 or NVFP4 activations
+// (NVFP4: 16-byte aligned payload), K % 64 == 0, an sm_90a build on an sm_90 device;
+// DSV4_PREFILL_MMA=1 in the environment turns it off (every prefill then takes mma.sync).
 dsv4_status linear_prefill_wgmma_init(void);
 bool linear_prefill_wgmma_takes(int fmt, int act, int64_t K);
-dsv4_status linear_prefill_wgmma_launch(int fmt, const LinearParams &p, cudaStream_t s);
+dsv4_status linear_prefill_wgmma_launch(int fmt, int act, const LinearParams &p, cudaStream_t s);
 // Large M, BF16 activations: expand W to BF16 in `workspace` (2·N·K bytes), then cuBLAS.
 dsv4_status linear_dequant_gemm_launch(int fmt, const LinearParams &p, void *workspace, cublasHandle_t cublas,
                                        cudaStream_t s);

@@ -436,7 +436,8 @@ dsv4_status linear_prefill_grouped_launch(int fmt, int act, const LinearParams &
 }
 
 dsv4_status linear_prefill_launch(int fmt, int act, const LinearParams &p, cudaStream_t s) {
-    if (linear_prefill_wgmma_takes(fmt, act, p.K)) return linear_prefill_wgmma_launch(fmt, p, s);
+    if (linear_prefill_wgmma_takes(fmt, act, p.K) && (act == LIN_ACT_BF16 || (uintptr_t)p.xq % 16 == 0))
+        return linear_prefill_wgmma_launch(fmt, act, p, s);
     const bool a4 = act == LIN_ACT_NVFP4;
     switch (fmt) {
     case LIN_NVFP4: return a4 ? launch<LIN_NVFP4, LIN_ACT_NVFP4>(p, s) : launch<LIN_NVFP4, LIN_ACT_BF16>(p, s);

@@ -44,7 +44,11 @@
 #define WGMMA_THREADS 384   // producer warpgroup + 2 consumer warpgroups
 #define WGMMA_STAGES 4      // ring depth (A and B of one slab per stage)
 
-static constexpr int kPrefetch = 3; // raw weight slabs in the producer's registers
+// Raw weight slabs in the producer's registers (W4A4: 2, its x pointers need the room)
+template <int ACT>
+struct Prefetch {
+    static constexpr int kSlabs = ACT == LIN_ACT_NVFP4 ? 2 : 3;
+};
 // Registers per thread: what the launch allocates (__launch_bounds__(384, 1): 64 K / 384,
 // rounded down to 8), then moved by setmaxnreg from the producer to the consumers. The
 // increase draws on the registers the decrease released: a total above the launch's would
@@ -92,7 +96,7 @@ struct WUnit {
 };
 
 // Warpgroup 0: loads, expands and hands over every slab of the CTA's K loop.
-template <int FMT, int BNT, bool GROUPED>
+template <int FMT, int ACT, int BNT, bool GROUPED>
 __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0, int64_t m0, int64_t m_end,
                                                unsigned char *smem, uint32_t bars, int nk) {
     using S = WgShape<BNT>;
@@ -104,7 +108,19 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
     for (int i = 0; i < S::kXRows; i++) {
         const int64_t m = m0 + (tid / 2 + 64 * i) % BNT;
         const int64_t xr = m >= m_end ? -1 : GROUPED && p.grp.row_token ? p.grp.row_token[m] : m;
-        xsrc[i] = xr >= 0 ? p.x + xr * p.K : nullptr;
+        xsrc[i] = xr >= 0 && ACT == LIN_ACT_BF16 ? p.x + xr * p.K : nullptr;
+    }
+    // W4A4: x units j (32 NVFP4 elements) u = tid + 128·j < 2·BNT: token u % BNT, k half
+    // u / BNT; consecutive threads take consecutive tokens (one 128-byte run per B chunk)
+    constexpr int kXU = ACT == LIN_ACT_NVFP4 ? (2 * BNT + 127) / 128 : 1;
+    const uint8_t *xq[kXU], *xs[kXU]; // NULL: zeros
+#pragma unroll
+    for (int j = 0; j < kXU; j++) {
+        const int u = tid + 128 * j, h = u / BNT;
+        const int64_t m = m0 + u % BNT;
+        const int64_t xr = u >= 2 * BNT || m >= m_end ? -1 : GROUPED && p.grp.row_token ? p.grp.row_token[m] : m;
+        xq[j] = xr >= 0 && ACT == LIN_ACT_NVFP4 ? p.xq + xr * (p.K / 2) + 16 * h : nullptr;
+        xs[j] = xr >= 0 && ACT == LIN_ACT_NVFP4 ? p.xq_scale + xr * (p.K / 16) + 2 * h : nullptr;
     }
     // weight units j: feature row wr0 + 64·j, k half wh; A offset adst0 + 8 KB·j
     const int wr0 = (tid / 32) * 16 + tid % 16, wh = (tid % 32) / 16;
@@ -114,6 +130,7 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
     const uint8_t *ws0 = p.w_scale + (n0 + wr0) * (p.K / kSB) + wh * (32 / kSB);
     const int64_t wq_step = 64 * (p.K / 2), ws_step = 64 * (p.K / kSB);
 
+    constexpr int kPrefetch = Prefetch<ACT>::kSlabs;
     // the raw weight of slab kt sits in raw[kt % kPrefetch], loaded kPrefetch - 1 slabs ahead:
     // under a busy L2 a load takes longer than a slab's MMAs
     WUnit raw[kPrefetch][S::kUnits];
@@ -135,13 +152,34 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
         unsigned char *a = smem + st * S::kStage;
         const uint32_t b = smem_u32(a + S::kAStage);
         const int64_t k0 = (int64_t)kt * WGMMA_BK;
+        if (ACT == LIN_ACT_BF16) {
 #pragma unroll
-        for (int j = 0; j < S::kBChunks; j++) {
-            const int n = (tid / 2 + 64 * j) % BNT, c = 2 * ((tid + 128 * j) / (2 * BNT)) + tid % 2;
-            const __nv_bfloat16 *src = xsrc[S::kXRows > 1 ? j % S::kXRows : 0];
-            cp_async16_zfill(b + c * S::kBPlane + n * 16, src ? src + k0 + c * 8 : p.x, src != nullptr);
+            for (int j = 0; j < S::kBChunks; j++) {
+                const int n = (tid / 2 + 64 * j) % BNT, c = 2 * ((tid + 128 * j) / (2 * BNT)) + tid % 2;
+                const __nv_bfloat16 *src = xsrc[S::kXRows > 1 ? j % S::kXRows : 0];
+                cp_async16_zfill(b + c * S::kBPlane + n * 16, src ? src + k0 + c * 8 : p.x, src != nullptr);
+            }
+        } else { // expand the NVFP4 x slab (loaded here: it is small next to the weight)
+#pragma unroll
+            for (int j = 0; j < kXU; j++) {
+                const int u = tid + 128 * j;
+                if (u >= 2 * BNT) continue;
+                uint32_t nat[16];
+                uint4 q = make_uint4(0, 0, 0, 0);
+                uint32_t s2 = 0;
+                if (xq[j]) {
+                    q = __ldg(reinterpret_cast<const uint4 *>(xq[j] + k0 / 2));
+                    s2 = __ldg(reinterpret_cast<const uint16_t *>(xs[j] + k0 / 16));
+                }
+                nvfp4_act_chunk32_bf16(q, s2, nat);
+                unsigned char *bp = a + S::kAStage + (u / BNT) * 4 * S::kBPlane + (u % BNT) * 16;
+#pragma unroll
+                for (int v = 0; v < 4; v++)
+                    *reinterpret_cast<uint4 *>(bp + v * S::kBPlane) =
+                        make_uint4(nat[4 * v], nat[4 * v + 1], nat[4 * v + 2], nat[4 * v + 3]);
+            }
         }
-        cp_async_commit_group();
+        cp_async_commit_group(); // (empty for W4A4: keeps the group count uniform)
 #pragma unroll
         for (int j = 0; j < S::kUnits; j++) {
             uint32_t nat[16];
@@ -173,7 +211,7 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
 
 // Warpgroups 1 and 2: warpgroup c owns features 128·c .. 128·c + 127 of the tile; MMAs over
 // the ring, then the epilogue.
-template <int FMT, int BNT>
+template <int FMT, int ACT, int BNT, bool GROUPED>
 __device__ __forceinline__ void wgmma_consumer(const LinearParams &p, int64_t n0, int64_t m0, int64_t m_end,
                                                float factor, unsigned char *smem, uint32_t bars, int nk, int c) {
     using S = WgShape<BNT>;
@@ -222,12 +260,16 @@ __device__ __forceinline__ void wgmma_consumer(const LinearParams &p, int64_t n0
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int64_t m = m0 + 8 * j + 2 * t + (e & 1), n = f + (e >= 2 ? 8 : 0);
-                if (m < m_end && n < p.N) linear_store(p, m, n, acc[s][4 * j + e] * factor);
+                if (m >= m_end || n >= p.N) continue;
+                float fm = factor; // W4A4 per-token scales: of the x row
+                if (ACT == LIN_ACT_NVFP4 && p.token_scales)
+                    fm *= p.token_scales[GROUPED && p.grp.row_token ? p.grp.row_token[m] : m];
+                linear_store(p, m, n, acc[s][4 * j + e] * fm);
             }
     }
 }
 
-template <int FMT, int BNT, bool GROUPED>
+template <int FMT, int ACT, int BNT, bool GROUPED>
 __global__ void __launch_bounds__(WGMMA_THREADS, 1)
     linear_prefill_wgmma(const LinearParams p0, const int32_t *tile_expert) {
 #if DSV4_WGMMA
@@ -239,7 +281,8 @@ __global__ void __launch_bounds__(WGMMA_THREADS, 1)
     const int64_t n0 = (int64_t)blockIdx.x * WGMMA_BM, m0 = (int64_t)blockIdx.y * BNT;
     LinearParams p = p0;
     int64_t m_end = p.M;
-    float factor = p.out_scale * (FMT == LIN_NVFP4 ? 512.0f : 1.0f); // the expansion's 2^-9
+    // the expansions' 2^-9 (NVFP4 weights; NVFP4 activations)
+    float factor = p.out_scale * (FMT == LIN_NVFP4 ? 512.0f : 1.0f) * (ACT == LIN_ACT_NVFP4 ? 512.0f : 1.0f);
     if (GROUPED) {
         const int e = tile_expert[blockIdx.y];
         if (e < 0) return; // past the rows in use: exits before any barrier
@@ -261,10 +304,10 @@ __global__ void __launch_bounds__(WGMMA_THREADS, 1)
     // one if/else, so that setmaxnreg applies (kLaunchRegs above)
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
-        wgmma_producer<FMT, BNT, GROUPED>(p, n0, m0, m_end, wg_smem, bars, nk);
+        wgmma_producer<FMT, ACT, BNT, GROUPED>(p, n0, m0, m_end, wg_smem, bars, nk);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
-        wgmma_consumer<FMT, BNT>(p, n0, m0, m_end, factor, wg_smem, bars, nk, wg - 1);
+        wgmma_consumer<FMT, ACT, BNT, GROUPED>(p, n0, m0, m_end, factor, wg_smem, bars, nk, wg - 1);
     }
 #else
     (void)p0;
@@ -277,9 +320,9 @@ __global__ void __launch_bounds__(WGMMA_THREADS, 1)
 static int force_mma = 0;
 static int wgmma_ok = -1; // built for sm_90a and running on an sm_90 device (linear_prefill_wgmma_init)
 
-template <int FMT, int BNT, bool GROUPED>
+template <int FMT, int ACT, int BNT, bool GROUPED>
 static dsv4_status set_smem(void) {
-    auto k = linear_prefill_wgmma<FMT, BNT, GROUPED>;
+    auto k = linear_prefill_wgmma<FMT, ACT, BNT, GROUPED>;
     DSV4_CUDA_TRY(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, WgShape<BNT>::kSmem),
                   "linear_prefill_wgmma: cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
     cudaFuncAttributes fa;
@@ -289,12 +332,14 @@ static dsv4_status set_smem(void) {
     return DSV4_OK;
 }
 
-template <int FMT>
-static dsv4_status init_fmt(void) {
-    DSV4_TRY((set_smem<FMT, 128, false>()));
-    DSV4_TRY((set_smem<FMT, 32, true>()));
-    DSV4_TRY((set_smem<FMT, 64, true>()));
-    return set_smem<FMT, 128, true>();
+// Dense: both fp4 formats; grouped (MoE experts are NVFP4 on the device): every token tile
+template <int ACT>
+static dsv4_status init_act(void) {
+    DSV4_TRY((set_smem<LIN_NVFP4, ACT, 128, false>()));
+    DSV4_TRY((set_smem<LIN_MXFP4, ACT, 128, false>()));
+    DSV4_TRY((set_smem<LIN_NVFP4, ACT, 32, true>()));
+    DSV4_TRY((set_smem<LIN_NVFP4, ACT, 64, true>()));
+    return set_smem<LIN_NVFP4, ACT, 128, true>();
 }
 
 dsv4_status linear_prefill_wgmma_init(void) {
@@ -310,45 +355,48 @@ dsv4_status linear_prefill_wgmma_init(void) {
     const char *env = getenv("DSV4_PREFILL_MMA");
     if (env && env[0] == '1') force_mma = 1;
     if (!wgmma_ok) return DSV4_OK;
-    DSV4_TRY(init_fmt<LIN_NVFP4>());
-    return init_fmt<LIN_MXFP4>(); // may clear wgmma_ok (register check)
+    DSV4_TRY(init_act<LIN_ACT_BF16>());
+    return init_act<LIN_ACT_NVFP4>(); // may clear wgmma_ok (register check)
 }
 
 extern "C" void dsv4_cuda_linear_prefill_force_mma(int on) { force_mma = on != 0; }
 
 bool linear_prefill_wgmma_takes(int fmt, int act, int64_t K) {
-    return wgmma_ok == 1 && !force_mma && (fmt == LIN_NVFP4 || fmt == LIN_MXFP4) && act == LIN_ACT_BF16 &&
-           K % WGMMA_BK == 0;
+    return wgmma_ok == 1 && !force_mma && (fmt == LIN_NVFP4 || fmt == LIN_MXFP4) && K % WGMMA_BK == 0;
 }
 
-template <int FMT, int BNT, bool GROUPED>
+template <int FMT, int ACT, int BNT, bool GROUPED>
 static dsv4_status launch(const LinearParams &p, const int32_t *tile_expert, int64_t m_tiles, cudaStream_t s) {
     const dim3 grid((unsigned)((p.N + WGMMA_BM - 1) / WGMMA_BM), (unsigned)m_tiles);
-    linear_prefill_wgmma<FMT, BNT, GROUPED><<<grid, WGMMA_THREADS, WgShape<BNT>::kSmem, s>>>(p, tile_expert);
+    linear_prefill_wgmma<FMT, ACT, BNT, GROUPED><<<grid, WGMMA_THREADS, WgShape<BNT>::kSmem, s>>>(p, tile_expert);
     DSV4_CUDA_LAUNCHED(GROUPED ? "linear_prefill_wgmma grouped launch" : "linear_prefill_wgmma launch");
     return DSV4_OK;
 }
 
-dsv4_status linear_prefill_wgmma_launch(int fmt, const LinearParams &p, cudaStream_t s) {
+dsv4_status linear_prefill_wgmma_launch(int fmt, int act, const LinearParams &p, cudaStream_t s) {
     const int64_t tiles = (p.M + 127) / 128;
     if (tiles > 65535) return dsv4_fail(DSV4_ERR_SHAPE, "linear_prefill_wgmma: M = %lld is too large", (long long)p.M);
-    return fmt == LIN_NVFP4 ? launch<LIN_NVFP4, 128, false>(p, nullptr, tiles, s)
-                            : launch<LIN_MXFP4, 128, false>(p, nullptr, tiles, s);
+    if (act == LIN_ACT_NVFP4)
+        return fmt == LIN_NVFP4 ? launch<LIN_NVFP4, LIN_ACT_NVFP4, 128, false>(p, nullptr, tiles, s)
+                                : launch<LIN_MXFP4, LIN_ACT_NVFP4, 128, false>(p, nullptr, tiles, s);
+    return fmt == LIN_NVFP4 ? launch<LIN_NVFP4, LIN_ACT_BF16, 128, false>(p, nullptr, tiles, s)
+                            : launch<LIN_MXFP4, LIN_ACT_BF16, 128, false>(p, nullptr, tiles, s);
 }
 
-template <int FMT>
-static dsv4_status launch_grouped_fmt(int tile, const LinearParams &p, const int32_t *tile_expert, int64_t n_tiles,
+template <int ACT>
+static dsv4_status launch_grouped_act(int tile, const LinearParams &p, const int32_t *tile_expert, int64_t n_tiles,
                                       cudaStream_t s) {
     switch (tile) {
-    case 32: return launch<FMT, 32, true>(p, tile_expert, n_tiles, s);
-    case 64: return launch<FMT, 64, true>(p, tile_expert, n_tiles, s);
-    case 128: return launch<FMT, 128, true>(p, tile_expert, n_tiles, s);
+    case 32: return launch<LIN_NVFP4, ACT, 32, true>(p, tile_expert, n_tiles, s);
+    case 64: return launch<LIN_NVFP4, ACT, 64, true>(p, tile_expert, n_tiles, s);
+    case 128: return launch<LIN_NVFP4, ACT, 128, true>(p, tile_expert, n_tiles, s);
     default: return dsv4_fail(DSV4_ERR_INTERNAL, "linear_prefill_wgmma grouped: token tile %d", tile);
     }
 }
 
-dsv4_status linear_prefill_wgmma_grouped_launch(int fmt, int tile, const LinearParams &p, const int32_t *tile_expert,
-                                                int64_t n_tiles, cudaStream_t s) {
-    return fmt == LIN_NVFP4 ? launch_grouped_fmt<LIN_NVFP4>(tile, p, tile_expert, n_tiles, s)
-                            : launch_grouped_fmt<LIN_MXFP4>(tile, p, tile_expert, n_tiles, s);
+dsv4_status linear_prefill_wgmma_grouped_launch(int fmt, int act, int tile, const LinearParams &p,
+                                                const int32_t *tile_expert, int64_t n_tiles, cudaStream_t s) {
+    if (fmt != LIN_NVFP4) return dsv4_fail(DSV4_ERR_UNSUPPORTED, "linear_prefill_wgmma grouped: NVFP4 experts only");
+    return act == LIN_ACT_NVFP4 ? launch_grouped_act<LIN_ACT_NVFP4>(tile, p, tile_expert, n_tiles, s)
+                                : launch_grouped_act<LIN_ACT_BF16>(tile, p, tile_expert, n_tiles, s);
 }

@@ -116,8 +116,8 @@ extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const d
     p.M = a->rows;
     p.out_scale = act_scale;
     if (linear_prefill_wgmma_takes(LIN_NVFP4, act, p.K) && (a->tile == 32 || a->tile == 64 || a->tile == 128))
-        return linear_prefill_wgmma_grouped_launch(LIN_NVFP4, a->tile, p, a->layout->tile_expert, a->rows / a->tile,
-                                                   stream);
+        return linear_prefill_wgmma_grouped_launch(LIN_NVFP4, act, a->tile, p, a->layout->tile_expert,
+                                                   a->rows / a->tile, stream);
     if (a->tile != linear_prefill_group_tile())
         return dsv4_fail(DSV4_ERR_SHAPE, "moe_grouped_linear: the prefill path of this call needs layout tile %d, got %d",
                          linear_prefill_group_tile(), a->tile);
