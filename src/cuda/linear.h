@@ -81,8 +81,8 @@ typedef enum dsv4_cuda_out { DSV4_CUDA_OUT_F32 = 0, DSV4_CUDA_OUT_BF16 = 1 } dsv
 typedef enum dsv4_cuda_linear_path {
     DSV4_LINEAR_AUTO = 0,
     DSV4_LINEAR_DECODE,  /* weight-streaming tensor-core kernel, split-K, M <= 64; NVFP4 needs K % 32 == 0 */
-    DSV4_LINEAR_PREFILL, /* BF16 tensor-core MMA, any M: wgmma on Hopper for fp4 weights with BF16
-                            x and K % 64 == 0, else mma.sync */
+    DSV4_LINEAR_PREFILL, /* BF16 tensor-core MMA, any M: wgmma on Hopper for fp4 weights with
+                            K % 64 == 0 (BF16 x, or NVFP4 x 16-byte aligned), else mma.sync */
     DSV4_LINEAR_DEQUANT_GEMM, /* W4A16 only: exact BF16 expansion of W into the workspace + cuBLAS
                                  BF16 GEMM (fp32 accumulate); NVFP4/MXFP4 with K % 32 == 0, FP8
                                  with ue8m0 scales */

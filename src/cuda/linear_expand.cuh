@@ -1,6 +1,6 @@
 // Exact expansion of block-scaled weights (and NVFP4 activations) to BF16 pairs, shared by
-// the decode kernel (linear_decode.cu) and the BF16 expansion of the dequant + cuBLAS path
-// (linear_dequant.cu). The math is explained at the top of linear_decode.cu: every value
+// the decode kernel (linear_decode.cu), the BF16 expansion of the dequant + cuBLAS path
+// (linear_dequant.cu) and the wgmma prefill kernel (linear_prefill_wgmma.cu). The math is explained at the top of linear_decode.cu: every value
 // comes out as (element · block scale) · 2^-9 exactly (MXFP4: exactly element · block scale);
 // the caller restores the power of two after the sum.
 #pragma once

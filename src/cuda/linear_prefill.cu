@@ -21,11 +21,8 @@
 // instead the MMA sums of each 128-wide K block accumulate in `part` and are added to `acc`
 // times that block's scale (the n tile lies inside one 128-row scale block: 128 % BN == 0).
 //
-// Later (not here yet): a Hopper version with TMA (cp.async.bulk.tensor) for the raw slabs
-// into a 3-4 stage mbarrier ring, a producer warpgroup expanding fp4 -> BF16 into a
-// wgmma-swizzled B tile (fence.proxy.async before the barrier) and two consumer warpgroups
-// issuing wgmma.mma_async m64nNk16 with A = x from shared memory. That replaces
-// prefill_tile() below; the expansion math and the epilogue stay.
+// On Hopper the wgmma kernel (linear_prefill_wgmma.cu) takes fp4 weights with K % 64 == 0;
+// this one runs everything else (FP8, K % 64 != 0, other architectures, forced mma).
 //
 // Grouped mode (MoE, GROUPED = true; linear_grouped.cuh): the M dimension is the row layout of
 // cpu/moe_route.h with tile = PREFILL_BM. M tile i belongs to expert e = tile_expert[i] (-1:

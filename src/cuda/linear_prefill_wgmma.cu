@@ -1,5 +1,6 @@
 // Prefill-regime fp4 linear on Hopper (sm_90a): warpgroup MMA (wgmma) with the weight as the
-// M operand, W4A16 (BF16 activations), NVFP4 and MXFP4 weights, dense and grouped (MoE).
+// M operand, NVFP4 and MXFP4 weights, BF16 (W4A16) or NVFP4 (W4A4) activations, dense and
+// grouped (MoE).
 //
 // Orientation ("swap AB"). The CTA computes yᵀ for WGMMA_BM weight rows (output features) ×
 // BNT tokens: D[feature, token] = Σ_k W[feature, k] · x[token, k]. The weight is the wgmma
@@ -8,9 +9,9 @@
 // wider. Both operands are K-major BF16 in shared memory (no swizzle, wgmma.cuh).
 //
 // Warp specialisation. Warpgroup 0 produces: per slab of WGMMA_BK k it loads the raw fp4
-// weight (one slab ahead, in registers), expands it exactly to BF16 (fp4_chunk32_bf16:
-// e2m1 · block scale [· 2^-9]) into the A buffer of a ring stage, and copies the activation
-// slab into the B buffer by cp.async. Warpgroups 1 and 2 consume: each owns 128 features of
+// weight (kPrefetch - 1 slabs ahead, in registers), expands it exactly to BF16
+// (fp4_chunk32_bf16: e2m1 · block scale [· 2^-9]) into the A buffer of a ring stage, and copies
+// the activation slab into the B buffer by cp.async (W4A4: loads and expands the NVFP4 x). Warpgroups 1 and 2 consume: each owns 128 features of
 // the tile as two m64 wgmma per k16 step (acc[2][BNT / 2] fp32 per thread). The stages of
 // the ring are handed over with mbarriers:
 //   full[s]  (128 producer arrivals) the stage's A and B are written and visible to wgmma. A
@@ -18,7 +19,7 @@
 //            which it checks one slab later (cp.async.wait_group 1), then fence.proxy.async.
 //   empty[s] (8 consumer-warp arrivals) the wgmma that read the stage have completed: a
 //            consumer releases slab kt-1 after wgmma.wait_group 1 in iteration kt.
-// So the expansion and the loads run up to WGMMA_STAGES slabs ahead of the tensor cores.
+// So the expansion and the loads run up to WGMMA_STAGES - 1 slabs ahead of the tensor cores.
 //
 // Shared-memory layouts (bytes; core matrix = 8 rows × 16 bytes):
 //   A stage: feature r, k chunk c (8 BF16) at (r/8)·1024 + c·128 + (r%8)·16
@@ -322,13 +323,16 @@ static int wgmma_ok = -1; // built for sm_90a and running on an sm_90 device (li
 
 template <int FMT, int ACT, int BNT, bool GROUPED>
 static dsv4_status set_smem(void) {
+    // any failure here only turns the kernel off: prefill then runs on mma.sync
     auto k = linear_prefill_wgmma<FMT, ACT, BNT, GROUPED>;
-    DSV4_CUDA_TRY(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, WgShape<BNT>::kSmem),
-                  "linear_prefill_wgmma: cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
     cudaFuncAttributes fa;
-    DSV4_CUDA_TRY(cudaFuncGetAttributes(&fa, k), "linear_prefill_wgmma: cudaFuncGetAttributes");
-    if (fa.numRegs != kLaunchRegs) // the setmaxnreg split would not match the pool: never run it
+    if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, WgShape<BNT>::kSmem) != cudaSuccess ||
+        cudaFuncGetAttributes(&fa, k) != cudaSuccess) {
+        (void)cudaGetLastError(); // not sticky: clear it
         wgmma_ok = 0;
+    } else if (fa.numRegs != kLaunchRegs) { // the setmaxnreg split would not match the pool
+        wgmma_ok = 0;
+    }
     return DSV4_OK;
 }
 
@@ -362,7 +366,7 @@ dsv4_status linear_prefill_wgmma_init(void) {
 extern "C" void dsv4_cuda_linear_prefill_force_mma(int on) { force_mma = on != 0; }
 
 bool linear_prefill_wgmma_takes(int fmt, int act, int64_t K) {
-    return wgmma_ok == 1 && !force_mma && (fmt == LIN_NVFP4 || fmt == LIN_MXFP4) && K % WGMMA_BK == 0;
+    return wgmma_ok == 1 && !force_mma && (fmt == LIN_NVFP4 || fmt == LIN_MXFP4) && K >= WGMMA_BK && K % WGMMA_BK == 0;
 }
 
 template <int FMT, int ACT, int BNT, bool GROUPED>
@@ -397,6 +401,9 @@ static dsv4_status launch_grouped_act(int tile, const LinearParams &p, const int
 dsv4_status linear_prefill_wgmma_grouped_launch(int fmt, int act, int tile, const LinearParams &p,
                                                 const int32_t *tile_expert, int64_t n_tiles, cudaStream_t s) {
     if (fmt != LIN_NVFP4) return dsv4_fail(DSV4_ERR_UNSUPPORTED, "linear_prefill_wgmma grouped: NVFP4 experts only");
+    if (n_tiles < 1) return DSV4_OK;
+    if (n_tiles > 65535)
+        return dsv4_fail(DSV4_ERR_SHAPE, "linear_prefill_wgmma grouped: %lld token tiles (at most 65535)", (long long)n_tiles);
     return act == LIN_ACT_NVFP4 ? launch_grouped_act<LIN_ACT_NVFP4>(tile, p, tile_expert, n_tiles, s)
                                 : launch_grouped_act<LIN_ACT_BF16>(tile, p, tile_expert, n_tiles, s);
 }

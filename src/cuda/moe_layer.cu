@@ -68,12 +68,14 @@ extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const d
     if (a->xq && (!a->xq->q || !a->xq->scale ||
                   (!a->xq->token_scales && !(a->xq->input_scale > 0.0f && a->xq->input_scale < INFINITY))))
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_grouped_linear: NVFP4 activations need q, scales and a scale");
-    if (w->cols % 16 || w->rows < 1 || a->rows < 0 || a->tile < 1 || a->bound < 0)
+    if (w->cols < 16 || w->cols % 16 || w->rows < 1 || a->rows < 0 || a->tile < 1 || a->bound < 0)
         return dsv4_fail(DSV4_ERR_SHAPE, "moe_grouped_linear: bad sizes N=%lld K=%lld rows=%lld tile=%d bound=%d",
                          (long long)w->rows, (long long)w->cols, (long long)a->rows, a->tile, a->bound);
     /* 16 for NVFP4 x too: the decode kernel reads each lane's 32 packed values as one 16-byte load */
-    if ((a->x && !aligned(a->x, 16)) || (a->xq && !aligned(a->xq->q, 16)) || !aligned(a->y, 16))
-        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_grouped_linear: x (BF16 or NVFP4) and y need 16-byte alignment");
+    if ((a->x && !aligned(a->x, 16)) || (a->xq && (!aligned(a->xq->q, 16) || !aligned(a->xq->scale, 2))) ||
+        !aligned(a->y, 16))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_grouped_linear: x (BF16 or NVFP4 payload) and y need 16-byte, "
+                         "NVFP4 scales 2-byte alignment");
     if (a->rows == 0 || a->bound == 0) return DSV4_OK;
     DSV4_TRY(dsv4_cuda_linear_init());
 

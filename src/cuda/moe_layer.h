@@ -96,7 +96,7 @@ dsv4_status dsv4_cuda_moe_active(cudaStream_t stream, const int32_t *counts, int
  *           ceil(bound / 64) chunks) and is a contract: rows of an expert past `bound` are
  *           not computed. Any layout tile. Needs K % 32 == 0.
  *   PREFILL a grouped prefill kernel: M tile i -> expert tile_expert[i]. The wgmma kernel
- *           (Hopper, BF16 x, K % 64 == 0) takes layout tiles 32, 64 and 128; otherwise the
+ *           (Hopper, K % 64 == 0, BF16 or NVFP4 x) takes layout tiles 32, 64 and 128; otherwise the
  *           mma.sync kernel runs and the tile must be dsv4_cuda_moe_prefill_tile() (128).
  *   AUTO    DECODE when bound <= 64 and K % 32 == 0, else PREFILL.
  * Deterministic, graph-safe (nothing read on the host). Errors name "moe_grouped_linear". */

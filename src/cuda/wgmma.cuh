@@ -1,7 +1,8 @@
 // Hopper warpgroup MMA (wgmma, sm_90a) for BF16 operands in shared memory, fp32 accumulators:
 // descriptors of the no-swizzle K-major layout, the fence / commit / wait instructions, and
-// m64nNk16 for the token-tile widths the prefill kernel uses. Only compiled into sm_90a code:
-// on other targets the functions are empty (callers check linear_prefill_wgmma_available()).
+// m64nNk16 for the token-tile widths the prefill kernel uses. The instructions exist only in
+// sm_90a code: on other targets the asm helpers are empty (the host never launches a kernel
+// using them there: linear_prefill_wgmma_takes).
 //
 // No-swizzle K-major layout (PTX ISA, "matrix descriptor"): the operand is made of 8 x 16-byte
 // core matrices (8 rows of 8 consecutive BF16 k values, 128 contiguous bytes). The descriptor
