@@ -89,7 +89,9 @@ typedef enum dsv4_cuda_linear_path {
 } dsv4_cuda_linear_path;
 
 #define DSV4_CUDA_LINEAR_DECODE_MAX_M 64
-#define DSV4_CUDA_LINEAR_DEQUANT_MIN_M 512
+/* H100, 4096 x 4096 NVFP4: dequant + cuBLAS 42 / 46 / 52 us at M = 128 / 256 / 512, the
+ * prefill kernels 98-110 / 99 / 96 us (bench/README.md) */
+#define DSV4_CUDA_LINEAR_DEQUANT_MIN_M 128
 
 typedef struct dsv4_cuda_linear_args {
     const dsv4_cuda_weight *w;
