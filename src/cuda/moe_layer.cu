@@ -184,7 +184,10 @@ extern "C" dsv4_status dsv4_cuda_moe_workspace_create(const dsv4_cuda_moe_weight
     out->max_T = max_T, out->k = k, out->E = w->E, out->max_rows = max_rows;
     if (w->has_shared) {
         const dsv4_cuda_weight v1 = dsv4_cuda_moe_stack_view(&w->s1, 0, 1.0f), v2 = dsv4_cuda_moe_stack_view(&w->s2, 0, 1.0f);
-        const size_t b1 = dsv4_cuda_linear_workspace_bytes(&v1, max_T), b2 = dsv4_cuda_linear_workspace_bytes(&v2, max_T);
+        // the shared expert runs without a cuBLAS handle, so AUTO never takes dequant + cuBLAS
+        // here: only the decode split-K partials (M <= 64) need room
+        const int64_t m = max_T < DSV4_CUDA_LINEAR_DECODE_MAX_M ? max_T : DSV4_CUDA_LINEAR_DECODE_MAX_M;
+        const size_t b1 = dsv4_cuda_linear_workspace_bytes(&v1, m), b2 = dsv4_cuda_linear_workspace_bytes(&v2, m);
         out->lin_ws_bytes = b1 > b2 ? b1 : b2;
     }
     DSV4_CUDA_TRY(cudaStreamCreateWithFlags(&out->side, cudaStreamNonBlocking), "moe workspace: cudaStreamCreate");
