@@ -300,13 +300,14 @@ TEST(gpu_linear_prefill_matches_cpu_reference) {
     if (!gpu_present()) SKIP("no GPU");
     /* M >= 128 and ragged; also small M forced onto the MMA kernel; K = 80, 272 (K % 32 != 0) */
     const int64_t shapes[][3] = {{128, 256, 256}, {130, 200, 272}, {257, 129, 1024}, {1, 96, 80},
-                                 {7, 130, 512},   {200, 300, 320}, {129, 64, 4096}, {300, 520, 192}};
+                                 {7, 130, 512},   {200, 300, 320}, {129, 64, 4096}, {300, 520, 192},
+                                 {130, 300, 64},  {64, 96, 128}}; /* one and two 64-wide K slabs */
     /* on Hopper fp4 weights with BF16 x and K % 64 == 0 take the wgmma kernel: run the
      * matrix again with every prefill forced onto the mma.sync kernel */
     for (int mma = 0; mma < 2; mma++) {
         fprintf(stderr, "  prefill kernel: %s\n", mma ? "mma.sync (forced)" : "default");
         dsv4_cuda_linear_prefill_force_mma(mma);
-        run_matrix(shapes, 8, DSV4_LINEAR_PREFILL, 2000);
+        run_matrix(shapes, 10, DSV4_LINEAR_PREFILL, 2000);
     }
     dsv4_cuda_linear_prefill_force_mma(0);
     /* BF16 output and graph replay of the default prefill kernel */
