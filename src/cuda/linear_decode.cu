@@ -41,6 +41,7 @@
 // bucket chunk, tile) items (DecodeItem below); see LinearGroups in linear_internal.cuh.
 #include <stdlib.h>
 
+#include "cuda/cp_async.cuh"
 #include "cuda/linear_expand.cuh"
 #include "cuda/linear_internal.cuh"
 
@@ -176,19 +177,6 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], 
 // are zero-filled (src-size 0): zero payload and zero scale. Rows past N (the last tile) read
 // row N - 1 instead: their sums are computed and dropped at the store.
 #define DECODE_STAGES 4
-
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async4(void *dst, const void *src, int src_bytes) {
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
 
 // Copies the aligned 4-byte word holding byte `a` (and, with two_bytes, byte a + 1; a is then
 // even): only the bytes up to the last wanted one are read, the rest of the word is zero.

@@ -100,6 +100,14 @@ __device__ __forceinline__ uint32_t e4m3_scale_c_pos(uint32_t s2, uint32_t sel) 
 __device__ __forceinline__ uint32_t ue8m0_c(uint32_t e) { return (e << 7) | (e << 23); }
 
 
+// Pairs (0, 4), (1, 5), (2, 6), (3, 7) of 8 elements -> natural pairs (0, 1), (2, 3), (4, 5), (6, 7).
+__device__ __forceinline__ void pairs_to_natural(const uint32_t pr[4], uint32_t nat[4]) {
+    nat[0] = __byte_perm(pr[0], pr[1], 0x5410);
+    nat[1] = __byte_perm(pr[2], pr[3], 0x5410);
+    nat[2] = __byte_perm(pr[0], pr[1], 0x7632);
+    nat[3] = __byte_perm(pr[2], pr[3], 0x7632);
+}
+
 // One 16-byte chunk of an fp4 weight row in the device layout (32 elements, k = 8w + i in word
 // w) -> 16 BF16 pairs in natural order (nat[j] = elements 2j, 2j + 1), each element · block
 // scale, times 2^-9 for NVFP4 (the caller restores it after the sum), exact for MXFP4.
@@ -123,10 +131,7 @@ __device__ __forceinline__ void fp4_chunk32_bf16(uint4 q, uint32_t s, uint32_t n
         if (FMT == LIN_MXFP4)
 #pragma unroll
             for (int i = 0; i < 4; i++) pr[i] = bf16x2_mul(pr[i], post);
-        nat[4 * w + 0] = __byte_perm(pr[0], pr[1], 0x5410);
-        nat[4 * w + 1] = __byte_perm(pr[2], pr[3], 0x5410);
-        nat[4 * w + 2] = __byte_perm(pr[0], pr[1], 0x7632);
-        nat[4 * w + 3] = __byte_perm(pr[2], pr[3], 0x7632);
+        pairs_to_natural(pr, nat + 4 * w);
     }
 }
 
@@ -140,9 +145,6 @@ __device__ __forceinline__ void nvfp4_act_chunk32_bf16(uint4 q, uint32_t s2, uin
     for (int w = 0; w < 4; w++) {
         uint32_t pr[4]; // (0, 4), (1, 5), (2, 6), (3, 7)
         e2m1x8_pairs(words[w], w < 2 ? c0 : c1, pr);
-        nat[4 * w + 0] = __byte_perm(pr[0], pr[1], 0x5410);
-        nat[4 * w + 1] = __byte_perm(pr[2], pr[3], 0x5410);
-        nat[4 * w + 2] = __byte_perm(pr[0], pr[1], 0x7632);
-        nat[4 * w + 3] = __byte_perm(pr[2], pr[3], 0x7632);
+        pairs_to_natural(pr, nat + 4 * w);
     }
 }

@@ -30,6 +30,7 @@
 // + e·s_stride) and factor out_scale · group_scale[e]; its rows past offsets[e] + counts[e]
 // are padding (zero A rows, not stored); A row r reads x row row_token[r] (gather, L1) or r
 // (L2). Everything routing-dependent is read on the device, so the launch is graph-safe.
+#include "cuda/cp_async.cuh"
 #include "cuda/linear_grouped.cuh"
 #include "cuda/linear_expand.cuh"
 #include "cuda/linear_internal.cuh"
@@ -62,21 +63,10 @@ struct PrefillShape {
 };
 using PS = PrefillShape<PREFILL_BM, PREFILL_BN, PREFILL_BK, PREFILL_WARPS_M, PREFILL_WARPS_N>;
 
-__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-// 16-byte async copy; src_bytes = 0 zero-fills the destination (rows past M, k past K).
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0)
-                 : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
-
 __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p))
+                 : "r"(smem_u32(p))
                  : "memory"); // ordered after the stores that expanded the tile
 }
 
@@ -187,7 +177,7 @@ __device__ __forceinline__ void issue_x_slab(const LinearParams &p, __nv_bfloat1
         const int64_t m = xr[j], k = k0 + col;
         const bool valid = m >= 0 && k < p.K; // K % 16 == 0: an 8-element chunk is all in or all out
         const __nv_bfloat16 *src = valid ? p.x + m * p.K + k : p.x;
-        cp_async16(as + row * PS::kLd + col, src, valid);
+        cp_async16(as + row * PS::kLd + col, src, valid ? 16 : 0); // zero-fill: rows past M, k past K
     }
 }
 

@@ -35,6 +35,7 @@
 // stored); x row = row_token[r] (gather) or r.
 #include <stdlib.h>
 
+#include "cuda/cp_async.cuh"
 #include "cuda/linear_expand.cuh"
 #include "cuda/linear_grouped.cuh"
 #include "cuda/linear_internal.cuh"
@@ -70,15 +71,6 @@ struct WgShape {
     static_assert(BNT % 32 == 0 && BNT <= 128, "token tile: 32, 64 or 128");
     static_assert(kUnits == 4 && kBChunks >= 2, "even split");
 };
-
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-__device__ __forceinline__ void cp_async16_zfill(uint32_t dst, const void *src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit_group() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait_group() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 // 16 bytes read once: not kept in L1 (which then holds the block scales, read by 8 slabs per
 // 32-byte sector)
@@ -158,7 +150,7 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
             for (int j = 0; j < S::kBChunks; j++) {
                 const int n = (tid / 2 + 64 * j) % BNT, c = 2 * ((tid + 128 * j) / (2 * BNT)) + tid % 2;
                 const __nv_bfloat16 *src = xsrc[S::kXRows > 1 ? j % S::kXRows : 0];
-                cp_async16_zfill(b + c * S::kBPlane + n * 16, src ? src + k0 + c * 8 : p.x, src != nullptr);
+                cp_async16(b + c * S::kBPlane + n * 16, src ? src + k0 + c * 8 : p.x, src ? 16 : 0);
             }
         } else { // expand the NVFP4 x slab (loaded here: it is small next to the weight)
 #pragma unroll
@@ -180,7 +172,7 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
                         make_uint4(nat[4 * v], nat[4 * v + 1], nat[4 * v + 2], nat[4 * v + 3]);
             }
         }
-        cp_async_commit_group(); // (empty for W4A4: keeps the group count uniform)
+        cp_async_commit(); // (empty for W4A4: keeps the group count uniform)
 #pragma unroll
         for (int j = 0; j < S::kUnits; j++) {
             uint32_t nat[16];
@@ -193,7 +185,7 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
         load_w(kt + kPrefetch, r); // the slot is free again
         // hand over slab kt-1: its x chunks have landed (all but the newest group)
         if (kt > 0) {
-            cp_async_wait_group<1>();
+            cp_async_wait<1>();
             fence_proxy_async_smem();
             mbar_arrive(bars + 8 * ((kt - 1) % WGMMA_STAGES)); // full
         }
@@ -205,7 +197,7 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
 #pragma unroll
         for (int d = 0; d < kPrefetch; d++)
             if (kt0 + d < nk) step(kt0 + d, raw[d]);
-    cp_async_wait_group<0>();
+    cp_async_wait<0>();
     fence_proxy_async_smem();
     mbar_arrive(bars + 8 * ((nk - 1) % WGMMA_STAGES));
 }
