@@ -69,27 +69,44 @@ __device__ __forceinline__ float decode_unit() {
     return (FMT == LIN_MXFP4 ? 1.0f : 512.0f) * (ACT == LIN_ACT_NVFP4 ? 512.0f : 1.0f);
 }
 
-// One lane's 16-byte weight chunk of one row as it comes from memory, before expansion.
-struct RawChunk {
-    uint4 q;
-    uint32_t s; // NVFP4: the two e4m3 scale bytes (low byte first); MXFP4: the ue8m0 byte
-};
 
-// Expands a raw chunk into its BF16 pairs (the A fragments of kMmas MMAs for one row).
+// The scale multipliers of a lane's fp4 chunk from its copied 4-byte scale word: NVFP4 c0 =
+// (scale0 · 2^117) in both halves for elements 0-15 and c1 likewise for 16-31 (the two e4m3
+// bytes decode together: [b0, 0, b1, 0] << 4 puts both at BF16 bits 4..10, b < 0x80 in the
+// device layout, then two exact multiplies as in e4m3_scale_c_pos); MXFP4 c0 = c1 = the
+// block's 2^(e-127) in both halves. `sel` is the lane's byte selector (decode_scale_sel).
 template <int FMT>
-__device__ __forceinline__ void expand_w_chunk(const RawChunk &r, uint32_t out[]) {
-    const uint32_t words[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+__device__ __forceinline__ void fp4_chunk_scales(uint32_t word, uint32_t sel, uint32_t &c0, uint32_t &c1) {
     if (FMT == LIN_NVFP4) {
-        const uint32_t c0 = e4m3_scale_c_pos(r.s, 0x4040), c1 = e4m3_scale_c_pos(r.s, 0x4141);
+        const uint32_t c = bf16x2_mul(bf16x2_mul(__byte_perm(word, 0u, sel) << 4, BF16X2_2P120), BF16X2_2P117);
+        c0 = __byte_perm(c, 0u, 0x1010);
+        c1 = __byte_perm(c, 0u, 0x3232);
+    } else {
+        c0 = c1 = __byte_perm(word, 0u, sel) << 7; // ue8m0_c: [e, 0, e, 0] << 7
+    }
+}
+
+// The byte selector that takes the lane's scale bytes at byte offset sh of its word: NVFP4
+// [b_sh, 0, b_sh+1, 0], MXFP4 [b_sh, 0, b_sh, 0].
+template <int FMT>
+__device__ __forceinline__ uint32_t decode_scale_sel(uint32_t sh) {
+    return (FMT == LIN_NVFP4 ? 0x4140u : 0x4040u) + sh * 0x0101u;
+}
+
+// Expands a lane's 16-byte weight chunk into its BF16 pairs (the A fragments of kMmas MMAs
+// for one row). fp4: c0 / c1 from fp4_chunk_scales.
+template <int FMT>
+__device__ __forceinline__ void expand_w_chunk(uint4 q, uint32_t c0, uint32_t c1, uint32_t out[]) {
+    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+    if (FMT == LIN_NVFP4) {
 #pragma unroll
         for (int w = 0; w < 4; w++) e2m1x8_pairs_dev(words[w], w < 2 ? c0 : c1, out + 4 * w);
     } else if (FMT == LIN_MXFP4) {
-        const uint32_t two126 = BF16X2_2P126, c = ue8m0_c(r.s);
 #pragma unroll
         for (int w = 0; w < 4; w++) {
-            e2m1x8_pairs_dev(words[w], two126, out + 4 * w);
+            e2m1x8_pairs_dev(words[w], BF16X2_2P126, out + 4 * w);
 #pragma unroll
-            for (int i = 0; i < 4; i++) out[4 * w + i] = bf16x2_mul(out[4 * w + i], c);
+            for (int i = 0; i < 4; i++) out[4 * w + i] = bf16x2_mul(out[4 * w + i], c0);
         }
     } else {
 #pragma unroll
@@ -97,20 +114,20 @@ __device__ __forceinline__ void expand_w_chunk(const RawChunk &r, uint32_t out[]
     }
 }
 
-// The B fragments of one lane for one token: the activations at the lane's chunk
-// [k, k + kElems), paired like the weight chunk; zeros past K or for a missing token.
+// The B fragments of one lane for one token: the activations at the lane's chunk (element
+// offset `xo` in x, or in xq / its scales for NVFP4 activations), paired like the weight
+// chunk; zeros when !valid (a missing token or a chunk past the split's K end).
 template <int FMT, int ACT>
-__device__ __forceinline__ void load_act_chunk(const LinearParams &p, int64_t xrow, int64_t k, int64_t k_end,
-                                               uint32_t out[]) {
+__device__ __forceinline__ void load_act_chunk(const LinearParams &p, uint32_t xo, bool valid, uint32_t out[]) {
     constexpr int kElems = FMT == LIN_FP8 ? 16 : 32, kPairs = kElems / 2;
-    if (xrow < 0 || k >= k_end) {
+    if (!valid) {
 #pragma unroll
         for (int i = 0; i < kPairs; i++) out[i] = 0;
         return;
     }
     if (ACT == LIN_ACT_BF16) {
         uint32_t nat[kPairs];
-        const uint4 *src = reinterpret_cast<const uint4 *>(p.x + xrow * p.K + k);
+        const uint4 *src = reinterpret_cast<const uint4 *>(p.x + xo);
 #pragma unroll
         for (int v = 0; v < kElems / 8; v++) {
             const uint4 u = __ldg(src + v);
@@ -122,8 +139,8 @@ __device__ __forceinline__ void load_act_chunk(const LinearParams &p, int64_t xr
         pair_natural<FMT>(nat, out);
     } else {
         // packed NVFP4: 8 bytes per 16 elements, one e4m3 scale per 16
-        const uint8_t *q = p.xq + (xrow * p.K + k) / 2;
-        const uint8_t *s = p.xq_scale + (xrow * p.K + k) / 16;
+        const uint8_t *q = p.xq + xo / 2;
+        const uint8_t *s = p.xq_scale + xo / 16;
         if (FMT == LIN_FP8) {
             // 16 elements: expand to (i, i+4) pairs, back to natural order, then fp8 pairing
             const uint2 u = __ldg(reinterpret_cast<const uint2 *>(q));
@@ -131,13 +148,8 @@ __device__ __forceinline__ void load_act_chunk(const LinearParams &p, int64_t xr
             uint32_t pr[8], nat[8];
             e2m1x8_pairs(u.x, c, pr);
             e2m1x8_pairs(u.y, c, pr + 4);
-#pragma unroll
-            for (int w = 0; w < 2; w++)
-#pragma unroll
-                for (int i = 0; i < 2; i++) { // natural pair (2i, 2i+1) of word w from (2i, 2i+4), (2i+1, 2i+5)
-                    nat[4 * w + i] = __byte_perm(pr[4 * w + 2 * i], pr[4 * w + 2 * i + 1], 0x5410);
-                    nat[4 * w + 2 + i] = __byte_perm(pr[4 * w + 2 * i], pr[4 * w + 2 * i + 1], 0x7632);
-                }
+            pairs_to_natural(pr, nat);
+            pairs_to_natural(pr + 4, nat + 4);
             pair_natural<FMT>(nat, out);
         } else {
             // 32 elements in the same nibble layout as the weight chunk: same pairing directly
@@ -169,22 +181,16 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], 
 // a function of the plan only, not of which CTA runs the item, so the grid can follow the
 // device's SM count without changing a bit of the result.
 //
-// Scale bytes: cp.async copies 4, 8 or 16 aligned bytes, the scale bytes of a lane are 1
-// (MXFP4), 2 (NVFP4) or 1/4 (FP8 ue8m0/fp32) bytes at any such offset. The lane copies the
-// aligned word that holds them, with src-size cut so no byte past them is read (zero fill),
-// and selects its bytes by the address' low 2 bits (`sh`; constant over an item's steps for
-// NVFP4/MXFP4 since a K step is a multiple of 4 scale bytes). Chunks past the split's K end
-// are zero-filled (src-size 0): zero payload and zero scale. Rows past N (the last tile) read
-// row N - 1 instead: their sums are computed and dropped at the store.
+// Addressing. Per item a lane keeps one 64-bit pointer per chunk (its row at the warp's first
+// K step) and a step adds a compile-time multiple of its index, so a step's copies cost two
+// integer operations each. The lane's scale bytes (fp4) sit at the same offset sh in their
+// aligned 4-byte word for all its rows and steps (its rows are 8 apart and a step moves 8 or
+// 16 scale bytes), so the whole word is copied (DSV4_CUDA_WEIGHT_TAIL keeps the last word
+// inside the allocation) and a byte permute with a per-item selector picks them. Chunks at or
+// past the split's K end (only in the last split's last step when K is not a multiple of the
+// step) are zero-filled (src-size 0) and their activations are zero. Rows past N (the last
+// tile) read row N - 1 instead: their sums are computed and dropped at the store.
 #define DECODE_STAGES 4
-
-// Copies the aligned 4-byte word holding byte `a` (and, with two_bytes, byte a + 1; a is then
-// even): only the bytes up to the last wanted one are read, the rest of the word is zero.
-__device__ __forceinline__ void cp_async_scale(uint32_t *dst, const uint8_t *a, bool two_bytes, bool valid,
-                                               const void *dummy) {
-    const int sh = (int)((uintptr_t)a & 3u);
-    cp_async4(dst, valid ? (const void *)(a - sh) : dummy, valid ? sh + (two_bytes ? 2 : 1) : 0);
-}
 
 // A work item: one CTA tile of rows (and, grouped, one bucket chunk of one active group's
 // rows). Dense calls have n_tiles items. Grouped calls flatten (active group index, chunk,
@@ -193,30 +199,32 @@ __device__ __forceinline__ void cp_async_scale(uint32_t *dst, const uint8_t *a, 
 // grid with a z slot per possible group left most CTAs idle under skewed routing). Items
 // of chunks past a group's rows are empty (found the same way by producer and consumer).
 struct DecodeItem {
-    const uint8_t *ws;     // the group's block scales (the producer derives its payload from grp)
-    int64_t row_base;      // first weight row of the tile
-    int64_t y_begin;       // first y row of the chunk
+    const uint8_t *w;      // the group's payload and block scales
+    const uint8_t *ws;
+    int row_base;          // first weight row of the tile
+    int y_begin;           // first y row of the chunk
     int m_count;           // rows of x / y in the chunk (<= MT)
     int grp;               // group id (grouped mode)
 };
 
 template <int MT, bool GROUPED>
-__device__ __forceinline__ bool decode_item(const LinearParams &p, int64_t item, int64_t n_tiles, int64_t per_group,
-                                            int rows_per_tile, DecodeItem &it) {
-    const int64_t rem = GROUPED ? item % per_group : item;
-    const int64_t chunk = rem / n_tiles;
-    it.row_base = (rem % n_tiles) * rows_per_tile;
-    if (!GROUPED) {
-        it.ws = p.w_scale, it.y_begin = 0, it.m_count = (int)p.M, it.grp = 0;
+__device__ __forceinline__ bool decode_item(const LinearParams &p, int item, int n_tiles, int per_group, int rows_per_tile,
+                                            DecodeItem &it) {
+    if (!GROUPED) { // one tile per item: no division
+        it.w = p.w, it.ws = p.w_scale, it.row_base = item * rows_per_tile, it.y_begin = 0, it.m_count = (int)p.M, it.grp = 0;
         return true;
     }
     const LinearGroups &G = p.grp;
-    it.grp = G.active[item / per_group];
+    const int a = item / per_group, rem = item - a * per_group;
+    const int chunk = rem / n_tiles;
+    it.row_base = (rem - chunk * n_tiles) * rows_per_tile;
+    it.grp = G.active[a];
     const int count = G.row_count[it.grp];
     if (chunk * MT >= count) return false;
+    it.w = p.w + (int64_t)it.grp * G.w_stride;
     it.ws = p.w_scale + (int64_t)it.grp * G.s_stride;
     it.y_begin = G.row_begin[it.grp] + chunk * MT;
-    it.m_count = count - (int)chunk * MT < MT ? count - (int)chunk * MT : MT;
+    it.m_count = count - chunk * MT < MT ? count - chunk * MT : MT;
     return true;
 }
 
@@ -225,6 +233,10 @@ template <int FMT, int ACT, int MT, bool GROUPED>
 __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode_v2(const LinearParams p) {
     using S = DecodeShape<FMT, MT>;
     constexpr int kC = 2 * S::kR; // chunks per lane per step (rows g and g+8 of each tile)
+    // a step of the warp moves DECODE_WARPS K steps on: payload and fp4 scale bytes per row
+    constexpr uint32_t kQStride = DECODE_WARPS * S::kStep / (FMT == LIN_FP8 ? 1 : 2);
+    constexpr uint32_t kSStride = DECODE_WARPS * S::kStep / (FMT == LIN_NVFP4 ? 16 : 32);
+    constexpr uint32_t kXStride = DECODE_WARPS * S::kStep; // activation elements
     __shared__ __align__(16) uint4 ring_q[DECODE_WARPS][DECODE_STAGES][kC][32];
     __shared__ uint32_t ring_s[DECODE_WARPS][DECODE_STAGES][kC][32];
     __shared__ float red[DECODE_WARPS * S::kAcc * 32];
@@ -237,9 +249,10 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     // grouped call waits first, since the active-expert list comes from the routing kernels.
     pdl_launch_dependents();
     if (GROUPED) pdl_wait();
-    const int64_t n_tiles = (p.N + S::kRowsPerCta - 1) / S::kRowsPerCta;
-    const int64_t per_group = n_tiles * ((p.grp.bound + MT - 1) / MT); // grouped: tiles x bucket chunks
-    const int64_t n_items = GROUPED ? (int64_t)*p.grp.n_active * per_group : n_tiles;
+    // item counts fit 32 bits (linear_decode_launch checks n_tiles x max_active x chunks)
+    const int n_tiles = (int)((p.N + S::kRowsPerCta - 1) / S::kRowsPerCta);
+    const int per_group = n_tiles * ((p.grp.bound + MT - 1) / MT); // grouped: tiles x bucket chunks
+    const int n_items = GROUPED ? *p.grp.n_active * per_group : n_tiles;
     const int64_t k_begin = (int64_t)blockIdx.y * p.k_per_split;
     const int64_t k_end = k_begin + p.k_per_split < p.K ? k_begin + p.k_per_split : p.K;
     const int64_t n_steps = (k_end - k_begin + S::kStep - 1) / S::kStep;
@@ -247,19 +260,18 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     const int64_t row_bytes = FMT == LIN_FP8 ? p.K : p.K / 2;
     const int64_t srow_bytes = FMT == LIN_NVFP4 ? p.K / 16 : p.K / 32; // fp4 scale row
     const int64_t kblocks = (p.K + 127) / 128;
+    const int64_t k_first = k_begin + (int64_t)warp * S::kStep + t * S::kElems; // the lane's chunk at step 0
+    // the steps in which this lane's chunk lies before the split's K end (all of them unless
+    // K is not a multiple of the step)
+    const int q_lim = k_end > k_first ? (int)((k_end - k_first + kXStride - 1) / kXStride) : 0;
 
     // ---- producer: the warp's (item, step) sequence, STAGES - 1 stages ahead ----
-    // Per item the lane's kC rows are fixed (rows past N are clamped to row N - 1: computed,
-    // never stored), so their 32-bit byte offsets (a weight is < 4 GB: linear_decode_launch)
-    // are computed once per item; a step only adds its K offset.
-    int64_t p_item = blockIdx.x;
-    int p_grp = 0; // the producer item's group (its weight: w_stride / s_stride apart; 0 when dense)
-    int p_q = 0;
-    int p_slot = 0;
-    const int64_t k_first = k_begin + (int64_t)warp * S::kStep + t * S::kElems; // the lane's chunk at step 0
-    uint32_t p_qo[kC], p_so[kC]; // payload offset; aligned scale-word offset (fp4) at step 0
-    uint32_t p_sb = 0;           // fp4: scale bytes to copy for chunk c in byte c
-    int64_t p_row[kC];
+    int p_item = blockIdx.x;
+    int p_q = 0, p_slot = 0;
+    const uint8_t *p_wq[kC]; // chunk c's payload at step 0 of the item
+    const uint8_t *p_ws[kC]; // fp4: the aligned scale word of chunk c at step 0
+    int p_row0[S::kR];       // FP8: the first row of tile r (its block-scale row)
+    const uint8_t *p_fs = p.w_scale; // FP8: the item's block scales
     // moves the producer to the first non-empty item from p_item on (stride gridDim.x) and
     // sets up its rows; a warp with no steps loads nothing
     auto p_seek = [&]() {
@@ -267,48 +279,45 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
         while (p_item < n_items && !decode_item<MT, GROUPED>(p, p_item, n_tiles, per_group, S::kRowsPerCta, it)) p_item += gridDim.x;
         if (ns_w == 0) p_item = n_items;
         if (p_item >= n_items) return;
-        p_grp = it.grp;
-        const int64_t row_base = it.row_base;
-        p_sb = 0;
 #pragma unroll
         for (int c = 0; c < kC; c++) {
-            const int64_t row = row_base + 16 * (c / 2) + g + 8 * (c % 2);
-            p_row[c] = row < p.N ? row : p.N - 1;
-            p_qo[c] = (uint32_t)(p_row[c] * row_bytes + (FMT == LIN_FP8 ? k_first : k_first / 2));
+            int64_t row = it.row_base + 16 * (c / 2) + g + 8 * (c % 2);
+            row = row < p.N ? row : p.N - 1;
+            p_wq[c] = it.w + row * row_bytes + (FMT == LIN_FP8 ? k_first : k_first / 2);
             if (FMT != LIN_FP8) {
-                const uint32_t so = (uint32_t)(p_row[c] * srow_bytes + (FMT == LIN_NVFP4 ? k_first / 16 : k_first / 32));
-                const uint32_t sh = (uint32_t)(((uintptr_t)it.ws + so) & 3u);
-                p_so[c] = so - sh;
-                p_sb |= (sh + (FMT == LIN_NVFP4 ? 2u : 1u)) << (8 * c);
+                const uint8_t *a = it.ws + row * srow_bytes + (FMT == LIN_NVFP4 ? k_first / 16 : k_first / 32);
+                p_ws[c] = a - ((uintptr_t)a & 3u);
             }
+        }
+        if (FMT == LIN_FP8) {
+#pragma unroll
+            for (int r = 0; r < S::kR; r++) p_row0[r] = it.row_base + 16 * r < p.N ? it.row_base + 16 * r : (int)p.N - 1;
+            p_fs = it.ws;
         }
     };
     p_seek();
     auto produce = [&]() {
         if (p_item < n_items) {
-            const int64_t kq = (int64_t)p_q * (DECODE_WARPS * S::kStep); // this step's K offset
-            const bool in = k_first + kq < k_end;
-            const uint32_t dq = (uint32_t)(FMT == LIN_FP8 ? kq : kq / 2);
-            const uint32_t ds = (uint32_t)(FMT == LIN_NVFP4 ? kq / 16 : kq / 32); // a multiple of 4
-            const uint8_t *p_w = GROUPED ? p.w + (int64_t)p_grp * p.grp.w_stride : p.w;
-            const uint8_t *p_ws = GROUPED ? p.w_scale + (int64_t)p_grp * p.grp.s_stride : p.w_scale;
+            const bool in = p_q < q_lim;
+            const int bytes = in ? 16 : 0;
+            const uint32_t dq = in ? (uint32_t)p_q * kQStride : 0u, ds = in ? (uint32_t)p_q * kSStride : 0u;
 #pragma unroll
             for (int c = 0; c < kC; c++) {
-                cp_async16(&ring_q[warp][p_slot][c][lane], p_w + (in ? p_qo[c] + dq : 0u), in ? 16 : 0);
-                if (FMT != LIN_FP8)
-                    cp_async4(&ring_s[warp][p_slot][c][lane], p_ws + (in ? p_so[c] + ds : 0u),
-                              in ? (int)((p_sb >> (8 * c)) & 0xffu) : 0);
+                cp_async16(&ring_q[warp][p_slot][c][lane], p_wq[c] + dq, bytes);
+                if (FMT != LIN_FP8) cp_async4(&ring_s[warp][p_slot][c][lane], p_ws[c] + ds, bytes / 4);
             }
             if (FMT == LIN_FP8) { // the step's block scale of tile r (one for the warp; 16-row tiles
-                                  // never straddle a 128-row block, so the clamped row's block is the tile's)
-                const int64_t k0 = k_begin + (int64_t)warp * S::kStep + kq;
+                                  // never straddle a 128-row block)
+                const int64_t k0 = k_begin + (int64_t)warp * S::kStep + (int64_t)p_q * kXStride;
 #pragma unroll
                 for (int r = 0; r < S::kR; r++) {
-                    const int64_t si = p_row[2 * r] / 128 * kblocks + k0 / 128;
-                    if (p.w_scale_f32)
-                        cp_async4(&ring_s[warp][p_slot][2 * r][lane], p_ws + 4 * si, 4);
-                    else
-                        cp_async_scale(&ring_s[warp][p_slot][2 * r][lane], p_ws + si, false, true, p_ws);
+                    const int64_t si = p_row0[r] / 128 * kblocks + k0 / 128;
+                    if (p.w_scale_f32) {
+                        cp_async4(&ring_s[warp][p_slot][2 * r][lane], p_fs + 4 * si, 4);
+                    } else { // the aligned word holding the ue8m0 byte (the weight tail covers it)
+                        const uint8_t *a = p_fs + si;
+                        cp_async4(&ring_s[warp][p_slot][2 * r][lane], a - ((uintptr_t)a & 3u), 4);
+                    }
                 }
             }
             if (++p_q == ns_w) {
@@ -328,32 +337,30 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     const float unit = decode_unit<FMT, ACT>();
     int c_slot = 0;
     const int32_t *row_token = GROUPED ? p.grp.row_token : nullptr;
-    for (int64_t item = blockIdx.x; item < n_items; item += gridDim.x) {
+    for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
         DecodeItem it;
         if (!decode_item<MT, GROUPED>(p, item, n_tiles, per_group, S::kRowsPerCta, it)) continue; // uniform per CTA
-        const uint8_t *ws = it.ws;
-        const int64_t row_base = it.row_base, y_begin = it.y_begin;
-        const int m_count = it.m_count;
+        const int row_base = it.row_base, y_begin = it.y_begin, m_count = it.m_count;
         const float factor = p.out_scale * (GROUPED && p.grp.group_scale ? p.grp.group_scale[it.grp] : 1.0f);
 
-        int32_t xrow[S::kNT]; // x rows of this lane's tokens (< 2^31: M and row_token are int)
+        // the element offset of this lane's activation chunk at step 0 per token tile (x rows
+        // and K are small enough for 32 bits: M <= 64 rows per group, row_token < 2^31 / K)
+        uint32_t xo[S::kNT];
+        bool has[S::kNT];
 #pragma unroll
         for (int nt = 0; nt < S::kNT; nt++) {
             const int m = nt * 8 + g;
-            const int64_t yr = y_begin + m;
-            xrow[nt] = m < m_count ? (row_token ? row_token[yr] : (int32_t)yr) : -1;
+            const int xr = m < m_count ? (row_token ? row_token[y_begin + m] : y_begin + m) : -1;
+            has[nt] = xr >= 0;
+            xo[nt] = has[nt] ? (uint32_t)((int64_t)xr * p.K + k_first) : 0u;
         }
-        // the byte offset of each chunk's scale bytes in its copied word (fp4 formats)
-        uint32_t sh_all = 0;
+        // the byte selector of the lane's scale bytes in its copied word (fp4), as the
+        // producer aligned them
+        uint32_t sel = 0;
         if (FMT != LIN_FP8) {
-#pragma unroll
-            for (int c = 0; c < kC; c++) {
-                int64_t row = row_base + 16 * (c / 2) + g + 8 * (c % 2);
-                row = row < p.N ? row : p.N - 1; // as the producer clamps
-                const int64_t k = k_begin + warp * S::kStep + t * S::kElems; // any step: same low bits
-                const uint8_t *a = ws + row * srow_bytes + (FMT == LIN_NVFP4 ? k / 16 : k / 32);
-                sh_all |= (uint32_t)((uintptr_t)a & 3u) << (8 * c);
-            }
+            const int64_t row = row_base + g < p.N ? row_base + g : p.N - 1;
+            const uint8_t *a = it.ws + row * srow_bytes + (FMT == LIN_NVFP4 ? k_first / 16 : k_first / 32);
+            sel = decode_scale_sel<FMT>((uint32_t)((uintptr_t)a & 3u));
         }
 
         float acc[S::kR][S::kNT][4];
@@ -367,29 +374,27 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
         for (int q = 0; q < ns_w; q++) {
             cp_async_wait<DECODE_STAGES - 2>(); // this lane's copies of stage c_slot have landed
             produce();                          // refill the slot consumed last iteration
-            const int64_t s = warp + (int64_t)q * DECODE_WARPS;
-            const int64_t k = k_begin + s * S::kStep + t * S::kElems;
+            const bool in = q < q_lim;
+            const uint32_t dx = (uint32_t)q * kXStride;
 
             // expands tile r's two chunks (rows g and g + 8) into A fragments; FP8: its block scale
             auto expand_tile = [&](int r, uint32_t (&a)[2][S::kPairs], float &fp8_scale) {
+                fp8_scale = 0.0f;
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
-                    RawChunk rc;
-                    rc.q = ring_q[warp][c_slot][2 * r + h][lane];
-                    rc.s = 0;
-                    if (FMT != LIN_FP8) rc.s = ring_s[warp][c_slot][2 * r + h][lane] >> (8 * ((sh_all >> (8 * (2 * r + h))) & 3u));
-                    if (FMT == LIN_MXFP4) rc.s &= 0xffu;
-                    expand_w_chunk<FMT>(rc, a[h]); // NVFP4 takes bytes 0 and 1 of rc.s only
+                    const uint4 raw = ring_q[warp][c_slot][2 * r + h][lane];
+                    uint32_t c0 = 0, c1 = 0;
+                    if (FMT != LIN_FP8) fp4_chunk_scales<FMT>(ring_s[warp][c_slot][2 * r + h][lane], sel, c0, c1);
+                    expand_w_chunk<FMT>(raw, c0, c1, a[h]);
                 }
-                fp8_scale = 0.0f;
                 if (FMT == LIN_FP8) {
                     const uint32_t word = ring_s[warp][c_slot][2 * r][lane];
                     if (p.w_scale_f32) {
                         fp8_scale = __uint_as_float(word);
                     } else {
                         const int64_t r0 = row_base + 16 * r < p.N ? row_base + 16 * r : p.N - 1; // as the producer
-                        const int64_t si = r0 / 128 * kblocks + (k_begin + s * S::kStep) / 128;
-                        const uint32_t sh = (uint32_t)((uintptr_t)(ws + si) & 3u);
+                        const int64_t si = r0 / 128 * kblocks + (k_begin + (int64_t)(warp + q * DECODE_WARPS) * S::kStep) / 128;
+                        const uint32_t sh = (uint32_t)((uintptr_t)(it.ws + si) & 3u);
                         fp8_scale = ue8m0_to_f32((word >> (8 * sh)) & 0xffu);
                     }
                 }
@@ -417,7 +422,7 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
                 uint32_t b[S::kNT][S::kPairs];
 #pragma unroll
                 for (int nt = 0; nt < S::kNT; nt++)
-                    if (nt * 8 < m_count) load_act_chunk<FMT, ACT>(p, xrow[nt], k, k_end, b[nt]);
+                    if (nt * 8 < m_count) load_act_chunk<FMT, ACT>(p, xo[nt] + dx, in && has[nt], b[nt]);
 #pragma unroll
                 for (int r = 0; r < S::kR; r++) {
                     uint32_t a[2][S::kPairs];
@@ -436,7 +441,7 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
                 for (int nt = 0; nt < S::kNT; nt++) {
                     if (nt * 8 >= m_count) continue; // token tiles past this chunk's rows (uniform per CTA)
                     uint32_t b[S::kPairs];
-                    load_act_chunk<FMT, ACT>(p, xrow[nt], k, k_end, b);
+                    load_act_chunk<FMT, ACT>(p, xo[nt] + dx, in && has[nt], b);
 #pragma unroll
                     for (int r = 0; r < S::kR; r++) mma_tile(a[r], b, fs[r], acc[r][nt]);
                 }
@@ -454,13 +459,14 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
                     red[((warp * S::kAcc) + (r * S::kNT + nt) * 4 + i) * 32 + lane] = acc[r][nt][i];
         __syncthreads();
         for (int o = threadIdx.x; o < S::kAcc * 32; o += DECODE_THREADS) {
-            float sum = 0.0f;
-            for (int wi = 0; wi < DECODE_WARPS; wi++) sum += red[wi * S::kAcc * 32 + o];
             const int ln = o % 32, slot = o / 32;
             const int i = slot % 4, nt = (slot / 4) % S::kNT, r = slot / 4 / S::kNT;
             const int m = nt * 8 + 2 * (ln % 4) + (i & 1);
-            const int64_t row = row_base + 16 * r + ln / 4 + (i >= 2 ? 8 : 0);
+            const int row = row_base + 16 * r + ln / 4 + (i >= 2 ? 8 : 0);
             if (m >= m_count || row >= p.N) continue;
+            float sum = 0.0f;
+#pragma unroll
+            for (int wi = 0; wi < DECODE_WARPS; wi++) sum += red[wi * S::kAcc * 32 + o];
             const int64_t yr = y_begin + m;
             sum *= unit; // exact: a power of two
             if (gridDim.y > 1) {
@@ -517,6 +523,9 @@ static dsv4_status launch_mt(const LinearParams &p, int splits, cudaStream_t s) 
     // the bucket) share one grid
     const int64_t n_tiles = (p.N + S::kRowsPerCta - 1) / S::kRowsPerCta *
                             (p.grouped ? (int64_t)p.grp.max_active * ((p.grp.bound + MT - 1) / MT) : 1);
+    if (n_tiles >= ((int64_t)1 << 30)) // the kernel counts its items in 32 bits
+        return dsv4_fail(DSV4_ERR_UNSUPPORTED, "linear_decode: %lld work items (N = %lld) is too many", (long long)n_tiles,
+                         (long long)p.N);
     // About one wave of resident CTAs (DECODE_MIN_CTAS per SM: the launch bounds cap the
     // registers for it and the static shared memory, <= 48 KB per CTA, fits it), each looping
     // over tiles; the result does not depend on the grid (see above). No runtime API call but
