@@ -226,6 +226,7 @@ extern "C" dsv4_status dsv4_cuda_linear_init(void) {
     if (g_init_done[dev]) return DSV4_OK;
     DSV4_TRY(linear_prefill_init());
     DSV4_TRY(linear_prefill_wgmma_init());
+    DSV4_TRY(linear_decode_init());
     g_init_done[dev] = true;
     return DSV4_OK;
 }

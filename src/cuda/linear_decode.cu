@@ -114,53 +114,69 @@ __device__ __forceinline__ void expand_w_chunk(uint4 q, uint32_t c0, uint32_t c1
     }
 }
 
-// The B fragments of one lane for one token: the activations at the lane's chunk (element
-// offset `xo` in x, or in xq / its scales for NVFP4 activations), paired like the weight
-// chunk; zeros when !valid (a missing token or a chunk past the split's K end).
+// The activations of one lane's chunk for one token as loaded (element offset `xo` in x, or
+// in xq / its scales for NVFP4 activations), so that a step can issue them early and pair
+// them later: BF16 kElems values; NVFP4 16 (FP8 weights) or 32 packed values and their scales.
 template <int FMT, int ACT>
-__device__ __forceinline__ void load_act_chunk(const LinearParams &p, uint32_t xo, bool valid, uint32_t out[]) {
-    constexpr int kElems = FMT == LIN_FP8 ? 16 : 32, kPairs = kElems / 2;
-    if (!valid) {
+struct ActRaw {
+    static constexpr int kV = ACT == LIN_ACT_BF16 ? (FMT == LIN_FP8 ? 2 : 4) : 1;
+    uint4 v[kV];
+    uint32_t s;
+};
+
+// Issues the loads of a lane's activation chunk; zeros when !valid (a missing token or a chunk
+// past the split's K end: zero payload and zero scale pair to zeros).
+template <int FMT, int ACT>
+__device__ __forceinline__ void load_act_raw(const LinearParams &p, uint32_t xo, bool valid, ActRaw<FMT, ACT> &r) {
+    using R = ActRaw<FMT, ACT>;
+    r.s = 0;
 #pragma unroll
-        for (int i = 0; i < kPairs; i++) out[i] = 0;
-        return;
-    }
+    for (int v = 0; v < R::kV; v++) r.v[v] = make_uint4(0, 0, 0, 0);
+    if (!valid) return;
     if (ACT == LIN_ACT_BF16) {
-        uint32_t nat[kPairs];
         const uint4 *src = reinterpret_cast<const uint4 *>(p.x + xo);
 #pragma unroll
-        for (int v = 0; v < kElems / 8; v++) {
-            const uint4 u = __ldg(src + v);
-            nat[4 * v + 0] = u.x;
-            nat[4 * v + 1] = u.y;
-            nat[4 * v + 2] = u.z;
-            nat[4 * v + 3] = u.w;
+        for (int v = 0; v < R::kV; v++) r.v[v] = __ldg(src + v);
+    } else if (FMT == LIN_FP8) { // 16 packed values (8 bytes), one scale
+        const uint2 u = __ldg(reinterpret_cast<const uint2 *>(p.xq + xo / 2));
+        r.v[0].x = u.x, r.v[0].y = u.y;
+        r.s = __ldg(p.xq_scale + xo / 16);
+    } else { // 32 packed values (16 bytes), two scales
+        r.v[0] = __ldg(reinterpret_cast<const uint4 *>(p.xq + xo / 2));
+        r.s = __ldg(reinterpret_cast<const uint16_t *>(p.xq_scale + xo / 16));
+    }
+}
+
+// The B fragments of a loaded activation chunk: paired like the weight chunk.
+template <int FMT, int ACT>
+__device__ __forceinline__ void act_pairs(const ActRaw<FMT, ACT> &r, uint32_t out[]) {
+    constexpr int kPairs = FMT == LIN_FP8 ? 8 : 16;
+    if (ACT == LIN_ACT_BF16) {
+        uint32_t nat[kPairs];
+#pragma unroll
+        for (int v = 0; v < ActRaw<FMT, ACT>::kV; v++) {
+            nat[4 * v + 0] = r.v[v].x;
+            nat[4 * v + 1] = r.v[v].y;
+            nat[4 * v + 2] = r.v[v].z;
+            nat[4 * v + 3] = r.v[v].w;
         }
         pair_natural<FMT>(nat, out);
+    } else if (FMT == LIN_FP8) {
+        // 16 elements: expand to (i, i+4) pairs, back to natural order, then fp8 pairing
+        const uint32_t c = e4m3_scale_c(r.s, 0x4040);
+        uint32_t pr[8], nat[8];
+        e2m1x8_pairs(r.v[0].x, c, pr);
+        e2m1x8_pairs(r.v[0].y, c, pr + 4);
+        pairs_to_natural(pr, nat);
+        pairs_to_natural(pr + 4, nat + 4);
+        pair_natural<FMT>(nat, out);
     } else {
-        // packed NVFP4: 8 bytes per 16 elements, one e4m3 scale per 16
-        const uint8_t *q = p.xq + xo / 2;
-        const uint8_t *s = p.xq_scale + xo / 16;
-        if (FMT == LIN_FP8) {
-            // 16 elements: expand to (i, i+4) pairs, back to natural order, then fp8 pairing
-            const uint2 u = __ldg(reinterpret_cast<const uint2 *>(q));
-            const uint32_t c = e4m3_scale_c(__ldg(s), 0x4040);
-            uint32_t pr[8], nat[8];
-            e2m1x8_pairs(u.x, c, pr);
-            e2m1x8_pairs(u.y, c, pr + 4);
-            pairs_to_natural(pr, nat);
-            pairs_to_natural(pr + 4, nat + 4);
-            pair_natural<FMT>(nat, out);
-        } else {
-            // 32 elements in the same nibble layout as the weight chunk: same pairing directly
-            const uint4 u = __ldg(reinterpret_cast<const uint4 *>(q));
-            const uint16_t s2 = __ldg(reinterpret_cast<const uint16_t *>(s));
-            const uint32_t c0 = e4m3_scale_c(s2, 0x4040), c1 = e4m3_scale_c(s2, 0x4141);
-            e2m1x8_pairs(u.x, c0, out);
-            e2m1x8_pairs(u.y, c0, out + 4);
-            e2m1x8_pairs(u.z, c1, out + 8);
-            e2m1x8_pairs(u.w, c1, out + 12);
-        }
+        // 32 elements in the same nibble layout as the weight chunk: same pairing directly
+        const uint32_t c0 = e4m3_scale_c(r.s, 0x4040), c1 = e4m3_scale_c(r.s, 0x4141);
+        e2m1x8_pairs(r.v[0].x, c0, out);
+        e2m1x8_pairs(r.v[0].y, c0, out + 4);
+        e2m1x8_pairs(r.v[0].z, c1, out + 8);
+        e2m1x8_pairs(r.v[0].w, c1, out + 12);
     }
 }
 
@@ -190,7 +206,34 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], 
 // past the split's K end (only in the last split's last step when K is not a multiple of the
 // step) are zero-filled (src-size 0) and their activations are zero. Rows past N (the last
 // tile) read row N - 1 instead: their sums are computed and dropped at the store.
-#define DECODE_STAGES 4
+// Two stages: one step in flight per warp while it computes another. Deeper rings were slower
+// (H100, wq_b M = 1: 11.2 / 10.1 / 9.2 us with 4 / 3 / 2 stages, same run): with every warp's
+// requests issued at once the queue holds several times the bandwidth-delay product, so each
+// warp's first step arrives late and the in-order consumption cannot catch up. A development
+// build may set it (2..4; 4 fills the 48 KB of static shared memory).
+#ifndef DECODE_STAGES
+#define DECODE_STAGES 2
+#endif
+
+// Development experiments, compiled only with -DDSV4_DECODE_EXPERIMENTS (the environment's
+// DSV4_DECODE_EXPERIMENT, read by linear_decode_init): 1 expands and multiplies nothing (the
+// weight stream alone, through the same ring), 2 copies no weights (the expansion and MMAs
+// alone, on whatever the ring holds). Results are garbage in both; only the time means anything.
+#ifdef DSV4_DECODE_EXPERIMENTS
+__device__ int g_decode_experiment;
+#define DECODE_EXPERIMENT g_decode_experiment
+#else
+#define DECODE_EXPERIMENT 0
+#endif
+
+dsv4_status linear_decode_init(void) {
+#ifdef DSV4_DECODE_EXPERIMENTS
+    const char *e = getenv("DSV4_DECODE_EXPERIMENT");
+    const int v = e ? atoi(e) : 0;
+    DSV4_CUDA_TRY(cudaMemcpyToSymbol(g_decode_experiment, &v, sizeof v), "linear_decode_init: experiment switch");
+#endif
+    return DSV4_OK;
+}
 
 // A work item: one CTA tile of rows (and, grouped, one bucket chunk of one active group's
 // rows). Dense calls have n_tiles items. Grouped calls flatten (active group index, chunk,
@@ -297,7 +340,7 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     };
     p_seek();
     auto produce = [&]() {
-        if (p_item < n_items) {
+        if (p_item < n_items && DECODE_EXPERIMENT != 2) {
             const bool in = p_q < q_lim;
             const int bytes = in ? 16 : 0;
             const uint32_t dq = in ? (uint32_t)p_q * kQStride : 0u, ds = in ? (uint32_t)p_q * kSStride : 0u;
@@ -320,11 +363,11 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
                     }
                 }
             }
-            if (++p_q == ns_w) {
-                p_q = 0;
-                p_item += gridDim.x;
-                p_seek();
-            }
+        }
+        if (p_item < n_items && ++p_q == ns_w) {
+            p_q = 0;
+            p_item += gridDim.x;
+            p_seek();
         }
         cp_async_commit(); // possibly empty: keeps the group count uniform
         p_slot = p_slot + 1 == DECODE_STAGES ? 0 : p_slot + 1;
@@ -337,6 +380,13 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     const float unit = decode_unit<FMT, ACT>();
     int c_slot = 0;
     const int32_t *row_token = GROUPED ? p.grp.row_token : nullptr;
+    // One token tile (MT = 8): the activations are loaded a step ahead (cur: this step's),
+    // since waiting for them right before the MMAs was the largest single stall (ncu). Dense
+    // calls read the same x rows in every item, so the last step of an item prefetches the
+    // first of the next; grouped calls load an item's first step when it starts.
+    constexpr bool kAhead = S::kNT == 1;
+    ActRaw<FMT, ACT> cur;
+    bool cur_loaded = false;
     for (int item = blockIdx.x; item < n_items; item += gridDim.x) {
         DecodeItem it;
         if (!decode_item<MT, GROUPED>(p, item, n_tiles, per_group, S::kRowsPerCta, it)) continue; // uniform per CTA
@@ -370,12 +420,26 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
             for (int nt = 0; nt < S::kNT; nt++)
 #pragma unroll
                 for (int i = 0; i < 4; i++) acc[r][nt][i] = 0.0f;
+        if (kAhead && (GROUPED || !cur_loaded) && ns_w > 0) load_act_raw<FMT, ACT>(p, xo[0], 0 < q_lim && has[0], cur);
+        cur_loaded = true;
 
         for (int q = 0; q < ns_w; q++) {
             cp_async_wait<DECODE_STAGES - 2>(); // this lane's copies of stage c_slot have landed
             produce();                          // refill the slot consumed last iteration
             const bool in = q < q_lim;
             const uint32_t dx = (uint32_t)q * kXStride;
+            ActRaw<FMT, ACT> nxt;
+            if (kAhead) { // the next step's activations (dense: the next item's first after the last)
+                const int qn = q + 1 < ns_w ? q + 1 : 0;
+                if (!GROUPED || qn > 0) load_act_raw<FMT, ACT>(p, xo[0] + (uint32_t)qn * kXStride, qn < q_lim && has[0], nxt);
+            }
+            if (DECODE_EXPERIMENT == 1) { // the weight stream alone: one word of each chunk kept
+#pragma unroll
+                for (int c = 0; c < kC; c++) acc[0][0][c % 4] += __uint_as_float(ring_q[warp][c_slot][c][lane].x & 0x3f3f3f3fu);
+                if (kAhead) cur = nxt;
+                c_slot = c_slot + 1 == DECODE_STAGES ? 0 : c_slot + 1;
+                continue;
+            }
 
             // expands tile r's two chunks (rows g and g + 8) into A fragments; FP8: its block scale
             auto expand_tile = [&](int r, uint32_t (&a)[2][S::kPairs], float &fp8_scale) {
@@ -414,15 +478,32 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
 #pragma unroll
                 for (int i = 0; i < 4; i++) accv[i] = FMT == LIN_FP8 ? fmaf(d[i], fp8_scale, accv[i]) : d[i];
             };
-            // Loop order: every chunk of the step expanded first (most independent work between
-            // the shared-memory reads and the MMAs), except where that would spill (two row tiles
-            // with two token tiles, MT = 16, or with the grouped state): there the token tiles'
-            // activations stay live while each row tile is expanded in turn.
-            if (S::kR == 2 && (GROUPED || S::kNT == 2)) {
+            // Loop order. MT = 8: this step's activations paired, then each row tile expanded
+            // and multiplied in turn (few registers live; the loads were issued a step ago).
+            // MT = 16: both token tiles' activations loaded and paired first (holding them
+            // across the first tile's expansion as well would spill), each row tile expanded in
+            // turn. MT >= 32 (one row tile): the tile expanded first, then each token tile
+            // loaded and multiplied.
+            if (kAhead) {
+                uint32_t b[S::kPairs];
+                act_pairs<FMT, ACT>(cur, b);
+#pragma unroll
+                for (int r = 0; r < S::kR; r++) {
+                    uint32_t a[2][S::kPairs];
+                    float fs;
+                    expand_tile(r, a, fs);
+                    mma_tile(a, b, fs, acc[r][0]);
+                }
+                cur = nxt;
+            } else if (S::kR == 2) {
                 uint32_t b[S::kNT][S::kPairs];
 #pragma unroll
                 for (int nt = 0; nt < S::kNT; nt++)
-                    if (nt * 8 < m_count) load_act_chunk<FMT, ACT>(p, xo[nt] + dx, in && has[nt], b[nt]);
+                    if (nt * 8 < m_count) {
+                        ActRaw<FMT, ACT> raw;
+                        load_act_raw<FMT, ACT>(p, xo[nt] + dx, in && has[nt], raw);
+                        act_pairs<FMT, ACT>(raw, b[nt]);
+                    }
 #pragma unroll
                 for (int r = 0; r < S::kR; r++) {
                     uint32_t a[2][S::kPairs];
@@ -440,8 +521,10 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
 #pragma unroll
                 for (int nt = 0; nt < S::kNT; nt++) {
                     if (nt * 8 >= m_count) continue; // token tiles past this chunk's rows (uniform per CTA)
+                    ActRaw<FMT, ACT> raw;
+                    load_act_raw<FMT, ACT>(p, xo[nt] + dx, in && has[nt], raw);
                     uint32_t b[S::kPairs];
-                    load_act_chunk<FMT, ACT>(p, xo[nt] + dx, in && has[nt], b);
+                    act_pairs<FMT, ACT>(raw, b);
 #pragma unroll
                     for (int r = 0; r < S::kR; r++) mma_tile(a[r], b, fs[r], acc[r][nt]);
                 }

@@ -111,6 +111,8 @@ static inline float linear_params_set_io(LinearParams &p, const void *x, const d
 
 // Decode: tokens per pass bucket (1, 2, 4, 8, 16, 32, 64) for M.
 int linear_decode_mt(int64_t M);
+// Development switches of the decode kernel (linear_decode.cu); a no-op in normal builds.
+dsv4_status linear_decode_init(void);
 // Output rows one CTA of the decode kernel covers, and its K granularity (k_per_split and
 // the staged chunk must be multiples of it).
 int linear_decode_rows_per_cta(int fmt, int mt);

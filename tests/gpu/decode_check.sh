@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Device iteration on the decode kernel: build (register report), the GPU tests (filter $TESTS,
-# default gpu_), compute-sanitizer memcheck on $MEMCHECK (default gpu_linear), bench_linear up
+# default gpu_), compute-sanitizer memcheck on each filter in $MEMCHECK (default gpu_linear), bench_linear up
 # to 64 rows (AB=1: also with DSV4_PDL=0), bench_moe up to $MAXT (64) tokens, and the decode
-# kernel's executed instructions and isolated duration at wq_b M = 1 (ncu).
+# kernel's executed instructions and isolated duration at wq_b M = 1 (ncu); MOE_KERNELS=1 adds
+# the isolated duration of each kernel of a one-token MoE layer.
 # Results packed to $OUT/decode.tgz.
 #   device tool, carry [".devdeps"]:  bash tests/gpu/decode_check.sh
 set -uo pipefail
@@ -15,11 +16,13 @@ nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 make -j"$(nproc)" all bench NVCCFLAGS_EXTRA="-Xptxas -v" > "$R/build.log" 2>&1 || { grep -E "error" "$R/build.log" | head; tail -30 "$R/build.log"; exit 1; }
 echo "== tests"; timeout ${TEST_S:-200} ./build/test_runner ${TESTS:-gpu_} > "$R/tests.log" 2>&1; echo "rc $?"
 grep -v "^PASS" "$R/tests.log" | grep -v "^  " | tail -20
-if [ -n "${MEMCHECK:-gpu_linear}" ] && command -v compute-sanitizer > /dev/null; then
-    echo "== memcheck ${MEMCHECK:-gpu_linear}"
-    timeout ${MEMCHECK_S:-150} compute-sanitizer --tool memcheck --error-exitcode 9 ./build/test_runner ${MEMCHECK:-gpu_linear} \
-        > "$R/memcheck.log" 2>&1
-    echo "memcheck rc $?"; tail -3 "$R/memcheck.log"
+if command -v compute-sanitizer > /dev/null; then
+    for f in ${MEMCHECK:-gpu_linear}; do # filters, one run each
+        echo "== memcheck $f"
+        timeout ${MEMCHECK_S:-150} compute-sanitizer --tool memcheck --error-exitcode 9 ./build/test_runner $f \
+            > "$R/memcheck_$f.log" 2>&1
+        echo "memcheck rc $?"; tail -2 "$R/memcheck_$f.log"
+    done
 fi
 echo "== bench"
 run_lin() { # name, env...
@@ -32,6 +35,12 @@ timeout 120 ./build/bench_moe ${MAXT:-64} > "$R/moe.json" 2> "$R/moe.err"; echo 
 timeout 60 ncu --clock-control none --metrics smsp__inst_executed.sum,gpu__time_duration.sum \
     -k regex:linear_decode_v2 -c 1 ./build/bench_linear 1 > "$R/ncu_inst.txt" 2>&1
 echo "ncu: $(grep -E "inst_executed|time_duration" "$R/ncu_inst.txt" | sed -E 's/ +/ /g' | tr '\n' ' ')"
+if [ -n "${MOE_KERNELS:-}" ]; then # isolated per-kernel durations of a one-token MoE layer
+    timeout 150 ncu --clock-control none --metrics gpu__time_duration.sum -k 'regex:k_moe|linear_' --launch-count 12 \
+        ./build/bench_moe 1 > "$R/ncu_moe.txt" 2>&1; echo "ncu moe rc $?"
+    grep -E "^  [a-zA-Z_].*\(|gpu__time_duration" "$R/ncu_moe.txt" | sed -E 's/\(LinearParams\)//; s/, Context.*//' | paste - - |
+        awk '{print $1, $2, $NF " us"}' | head -12
+fi
 python3 - "$R" <<'PY'
 import json, sys, os, glob
 R = sys.argv[1]
