@@ -1,8 +1,9 @@
 // MoE SwiGLU epilogue and combine kernels (header: moe.h; CPU reference:
 // src/cpu/moe.c).
 //
-// SwiGLU: one block of 256 threads per row (up to 4 per row without NVFP4). Without NVFP4
-// each thread walks the row with a stride of the blocks (coalesced gate and up reads). With NVFP4 each thread owns whole
+// SwiGLU: one block of 256 threads per row (without NVFP4, few rows: up to one block per 256
+// elements of a row). Without NVFP4 each thread walks the row with a stride of the blocks
+// (coalesced gate and up reads). With NVFP4 each thread owns whole
 // 16-element blocks; the per-row dynamic scale needs the row's amax first, so the row's
 // SwiGLU is evaluated twice (once for the amax, once to quantize) rather than staged: the
 // rows are short (I = 2048) and recomputing avoids a shared-memory size limit on I.
@@ -17,6 +18,7 @@
 
 #define SWIGLU_THREADS 256
 #define SWIGLU_UNROLL 4
+#define SWIGLU_TARGET_BLOCKS 1056 // the plain path's row splitting aims at this many blocks (8 per SM of 132)
 #define COMBINE_THREADS 256
 #define COMBINE_MAX_K 8
 
@@ -134,11 +136,15 @@ extern "C" dsv4_status dsv4_cuda_moe_swiglu(cudaStream_t stream, const dsv4_cuda
     }
     if (a->rows == 0) return DSV4_OK;
     const int64_t grid = d.swizzled ? (a->rows + 127) / 128 * 128 : a->rows;
-    // the plain path splits a row over blocks (<= 4 per row, each thread SWIGLU_UNROLL elements)
-    int gy = 1;
+    // the plain path splits a row over blocks: a decode step's few rows spread over up to one
+    // element per thread (each thread's exact exp is a long double-precision sequence), many
+    // rows keep a block per row with SWIGLU_UNROLL elements per thread and pass
+    int64_t gy = 1;
     if (!d.q) {
-        gy = (a->inter + SWIGLU_THREADS * SWIGLU_UNROLL - 1) / (SWIGLU_THREADS * SWIGLU_UNROLL);
-        gy = gy < 1 ? 1 : gy > 4 ? 4 : gy;
+        const int64_t per_row = (a->inter + SWIGLU_THREADS - 1) / SWIGLU_THREADS;
+        const int64_t want = (SWIGLU_TARGET_BLOCKS + a->rows - 1) / a->rows;
+        gy = per_row < want ? per_row : want;
+        gy = gy < 1 ? 1 : gy > 65535 ? 65535 : gy;
     }
     (void)dsv4_launch_pdl(k_moe_swiglu, dim3((unsigned)grid, (unsigned)gy), dim3(SWIGLU_THREADS), 0, stream, 
         a->h, (int)a->h_dtype, a->rows, a->inter, a->limit, a->n_rows, a->out, (int)a->out_dtype, d,

@@ -1,18 +1,20 @@
 // MoE router and permutation kernels (header: moe_route.h; CPU references: src/cpu/router.c
 // and src/cpu/moe_route.c).
 //
-// Router: one warp per token, four tokens per block. The E <= 384 scores of a token live in
-// shared memory; top-k is k rounds of a warp argmax. The sums the CPU does serially (the
-// softmax denominator, the sum of the k weights) are done serially by lane 0 in the CPU's
-// order, because a tree sum would round differently; they are E and k additions per token,
-// negligible next to reading the logits.
+// Router: one block of ROUTER_THREADS per token. The E <= 384 scores are computed one or a few
+// per thread (the exact exp / log1p are long double-precision sequences: one warp doing all
+// 256 of a one-token step took ~14 us) into shared memory; then warp 0 does the top-k as k
+// rounds of a warp argmax. The sums the CPU does serially (the softmax denominator, the sum
+// of the k weights) are done serially by one thread in the CPU's order, because a tree sum
+// would round differently; they are E and k additions per token.
 //
 // Permutation: a one-block kernel counts pairs per expert (shared-memory atomics; an
 // integer count does not depend on the order of the increments) and writes the padded
 // offsets and the tile -> expert map; then one block per expert ranks that expert's pairs in
 // ascending pair order (ballot + popc per warp, warp totals per block) and writes rows and
 // the inverse map, and one extra block fills the unused tail of row_token with -1. Each
-// expert's block stops scanning once it has placed all of its pairs.
+// expert's block stops scanning once it has placed all of its pairs. Up to PLACE_FUSED_PAIRS
+// pairs (decode steps) the count kernel ranks and places them itself: one launch.
 #include <limits.h>
 #include <math.h>
 
@@ -21,10 +23,12 @@
 #include "cuda/moe_route.h"
 #include "cuda/nvfp4.cuh"
 
-#define ROUTER_WARPS 4
+#define ROUTER_THREADS 128 // per token: up to DSV4_CUDA_MOE_MAX_EXPERTS / 128 experts per thread
 #define COUNT_THREADS 1024 // >= DSV4_CUDA_MOE_MAX_EXPERTS: one thread per expert in the scans
 #define PLACE_THREADS 256
-static_assert(COUNT_THREADS >= DSV4_CUDA_MOE_MAX_EXPERTS && DSV4_CUDA_MOE_MAX_EXPERTS % 32 == 0, "count scans, router lanes");
+#define PLACE_FUSED_PAIRS 512 // up to this many (token, expert) pairs the count kernel places them too
+static_assert(COUNT_THREADS >= DSV4_CUDA_MOE_MAX_EXPERTS && DSV4_CUDA_MOE_MAX_EXPERTS % ROUTER_THREADS == 0,
+              "count scans, router threads");
 #define SCORE_SQRTSOFTPLUS 0
 #define SCORE_SIGMOID 1
 #define SCORE_SOFTMAX 2
@@ -58,56 +62,78 @@ __device__ __forceinline__ int warp_min_int(int v) {
     return v;
 }
 
-__global__ void __launch_bounds__(ROUTER_WARPS * 32)
+__global__ void __launch_bounds__(ROUTER_THREADS)
     k_moe_router(int E, int k, int score, int normalize, float scaling, int T, const float *logits,
                  const float *bias, const int32_t *tid2eid, const int32_t *token_ids, int vocab, int32_t *idx,
                  float *weights) {
     pdl_launch_dependents();
     pdl_wait(); // PDL: see common.cuh
-    __shared__ float s_all[ROUTER_WARPS][DSV4_CUDA_MOE_MAX_EXPERTS];      // scores
-    __shared__ float b_all[ROUTER_WARPS][DSV4_CUDA_MOE_MAX_EXPERTS];      // score + bias
-    __shared__ unsigned char used_all[ROUTER_WARPS][DSV4_CUDA_MOE_MAX_EXPERTS];
-    __shared__ int sel_all[ROUTER_WARPS][DSV4_CUDA_MOE_MAX_TOPK];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int t = blockIdx.x * ROUTER_WARPS + warp;
-    if (t >= T) return; // a whole warp leaves; the kernel has no block-wide barrier
-    float *s = s_all[warp], *b = b_all[warp];
-    unsigned char *used = used_all[warp];
-    int *sel = sel_all[warp];
+    __shared__ float s[DSV4_CUDA_MOE_MAX_EXPERTS]; // scores
+    __shared__ float b[DSV4_CUDA_MOE_MAX_EXPERTS]; // score + bias
+    __shared__ unsigned char used[DSV4_CUDA_MOE_MAX_EXPERTS];
+    __shared__ int sel[DSV4_CUDA_MOE_MAX_TOPK];
+    __shared__ float red[ROUTER_THREADS / 32];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int t = blockIdx.x; // one token per block
     const float *l = logits + (int64_t)t * E;
-    // every load of the token up front (one round trip): lane's logits and selection biases
-    constexpr int kPer = DSV4_CUDA_MOE_MAX_EXPERTS / 32;
+    // every load of the token up front (one round trip): the thread's logits and selection biases
+    constexpr int kPer = DSV4_CUDA_MOE_MAX_EXPERTS / ROUTER_THREADS;
     float lv[kPer], bv[kPer];
 #pragma unroll
     for (int j = 0; j < kPer; j++) {
-        const int e = lane + 32 * j;
+        const int e = tid + ROUTER_THREADS * j;
         lv[j] = e < E ? l[e] : 0.0f;
         bv[j] = e < E && bias && !tid2eid ? bias[e] : 0.0f;
     }
 
-    // ---- scores (router.c score_row)
+    // ---- scores (router.c score_row), spread over the block: the exact exp / log1p are
+    // long double-precision sequences, so one expert per thread rather than E per lane
     if (score == SCORE_SOFTMAX) {
         // fmaxf with NaN as identity folds to the CPU's fmaxf(l[0], ...) value in any order
         float mx = __int_as_float(0x7fc00000);
-        for (int e = lane; e < E; e += 32) mx = fmaxf(mx, l[e]);
+#pragma unroll
+        for (int j = 0; j < kPer; j++)
+            if (tid + ROUTER_THREADS * j < E) mx = fmaxf(mx, lv[j]);
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-        for (int e = lane; e < E; e += 32) s[e] = moe_expf(__fsub_rn(l[e], mx));
-        __syncwarp();
-        float sum = 0.0f;
-        if (lane == 0)
-            for (int e = 0; e < E; e++) sum = f_add(sum, s[e]); // the CPU's serial order
-        sum = __shfl_sync(0xffffffffu, sum, 0);
-        for (int e = lane; e < E; e += 32) s[e] = f_div(s[e], sum);
+        if (lane == 0) red[warp] = mx;
+        __syncthreads();
+#pragma unroll
+        for (int w = 0; w < ROUTER_THREADS / 32; w++) mx = fmaxf(mx, red[w]);
+#pragma unroll
+        for (int j = 0; j < kPer; j++)
+            if (tid + ROUTER_THREADS * j < E) s[tid + ROUTER_THREADS * j] = moe_expf(__fsub_rn(lv[j], mx));
+        __syncthreads();
+        if (tid == 0) { // the CPU's serial order
+            float sum = 0.0f;
+            for (int e = 0; e < E; e++) sum = f_add(sum, s[e]);
+            red[0] = sum;
+        }
+        __syncthreads();
+        const float sum = red[0];
+#pragma unroll
+        for (int j = 0; j < kPer; j++)
+            if (tid + ROUTER_THREADS * j < E) s[tid + ROUTER_THREADS * j] = f_div(s[tid + ROUTER_THREADS * j], sum);
     } else {
 #pragma unroll
         for (int j = 0; j < kPer; j++) {
-            const int e = lane + 32 * j;
+            const int e = tid + ROUTER_THREADS * j;
             if (e < E)
                 s[e] = score == SCORE_SIGMOID ? f_div(1.0f, f_add(1.0f, moe_expf(-lv[j]))) : f_sqrt(softplus_as_cpu(lv[j]));
         }
     }
-    __syncwarp();
+    if (!tid2eid) {
+#pragma unroll
+        for (int j = 0; j < kPer; j++) {
+            const int e = tid + ROUTER_THREADS * j;
+            if (e < E) {
+                b[e] = f_add(s[e], bv[j]); // the bias steers the choice only (0 without one, as router.c)
+                used[e] = 0;
+            }
+        }
+    }
+    __syncthreads();
+    if (warp > 0) return; // selection and weights: warp 0 (no block-wide barrier below)
 
     // ---- selection
     if (tid2eid) {
@@ -118,15 +144,6 @@ __global__ void __launch_bounds__(ROUTER_WARPS * 32)
             sel[lane] = e >= 0 && e < E ? e : -1; // out of range: dropped (router.c fails instead)
         }
     } else {
-#pragma unroll
-        for (int j = 0; j < kPer; j++) {
-            const int e = lane + 32 * j;
-            if (e < E) {
-                b[e] = f_add(s[e], bv[j]); // the bias steers the choice only (0 without one, as router.c)
-                used[e] = 0;
-            }
-        }
-        __syncwarp();
         for (int j = 0; j < k; j++) {
             // router.c scans upward from the first unused expert and replaces it only by a
             // strictly larger value: if that first value is NaN it stays, otherwise the
@@ -175,8 +192,7 @@ extern "C" dsv4_status dsv4_cuda_moe_router(cudaStream_t stream, const dsv4_cuda
     if (cfg->score < SCORE_SQRTSOFTPLUS || cfg->score > SCORE_SOFTMAX)
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_router: unknown scoring function %d", cfg->score);
     if (T == 0) return DSV4_OK;
-    const unsigned grid = (unsigned)((T + ROUTER_WARPS - 1) / ROUTER_WARPS);
-    (void)dsv4_launch_pdl(k_moe_router, dim3(grid), dim3(ROUTER_WARPS * 32), 0, stream, E, k, cfg->score, cfg->normalize, cfg->scaling, T, logits,
+    (void)dsv4_launch_pdl(k_moe_router, dim3((unsigned)T), dim3(ROUTER_THREADS), 0, stream, E, k, cfg->score, cfg->normalize, cfg->scaling, T, logits,
                                                          bias, tid2eid, token_ids, vocab, idx, weights);
     DSV4_CUDA_LAUNCHED("moe_router: kernel");
     return DSV4_OK;
@@ -184,23 +200,29 @@ extern "C" dsv4_status dsv4_cuda_moe_router(cudaStream_t stream, const dsv4_cuda
 
 // ---------------------------------------------------------------- permutation
 
+// With `k` > 0 (n_pairs <= PLACE_FUSED_PAIRS, a decode step) the kernel also does
+// k_moe_place's work: a pair's rank among its expert's pairs is the count of earlier pairs
+// with the same expert (the same ascending-pair order), so the layout costs one launch.
 __global__ void __launch_bounds__(COUNT_THREADS)
     k_moe_count(const int32_t *idx, int n_pairs, int E, int tile, int max_tiles, int32_t *counts, int32_t *offsets,
-                int32_t *tile_expert, int32_t *inv, int32_t *active, int32_t *n_active) {
+                int32_t *tile_expert, int32_t *inv, int32_t *active, int32_t *n_active, int k, int max_rows,
+                int32_t *row_token) {
     pdl_launch_dependents();
     pdl_wait(); // PDL: see common.cuh
     __shared__ int cnt[DSV4_CUDA_MOE_MAX_EXPERTS];
     __shared__ int off[DSV4_CUDA_MOE_MAX_EXPERTS + 1];
     __shared__ int act[DSV4_CUDA_MOE_MAX_EXPERTS];
+    __shared__ int32_t pair_e[PLACE_FUSED_PAIRS];
     __shared__ int n_act;
     for (int e = threadIdx.x; e < E; e += blockDim.x) cnt[e] = 0;
     __syncthreads();
     for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
         const int32_t e = idx[p];
+        if (k > 0) pair_e[p] = e;
         if (e >= 0 && e < E)
             atomicAdd(&cnt[e], 1);
         else
-            inv[p] = -1; // a dropped pair; k_moe_place writes every other entry
+            inv[p] = -1; // a dropped pair; the placing writes every other entry
     }
     __syncthreads();
     // Exclusive scans over experts (thread e <-> expert e, E <= blockDim): the padded counts
@@ -258,6 +280,32 @@ __global__ void __launch_bounds__(COUNT_THREADS)
         }
         tile_expert[i] = owner;
     }
+    if (k > 0) { // the place step (k_moe_place) for a few pairs
+        for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
+            const int e = pair_e[p];
+            if (e < 0 || e >= E) continue;
+            int rank = 0;
+            for (int q = 0; q < p; q++) rank += pair_e[q] == e;
+            const int r = off[e] + rank;
+            row_token[r] = p / k;
+            inv[p] = r;
+        }
+        for (int r = threadIdx.x; r < max_rows; r += blockDim.x) { // padding rows and the tail
+            bool pad = r >= off[E];
+            if (!pad) { // the expert owning row r (the largest e with off[e] <= r)
+                int lo = 0, hi = E - 1;
+                while (lo < hi) {
+                    const int mid = (lo + hi + 1) / 2;
+                    if (off[mid] <= r)
+                        lo = mid;
+                    else
+                        hi = mid - 1;
+                }
+                pad = r >= off[lo] + cnt[lo];
+            }
+            if (pad) row_token[r] = -1;
+        }
+    }
 }
 
 __global__ void __launch_bounds__(PLACE_THREADS)
@@ -312,9 +360,12 @@ extern "C" dsv4_status dsv4_cuda_moe_permute_active(cudaStream_t stream, const i
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_permute: NULL argument");
     // T = 0 still runs: the layout (all padding, no tiles) is written either way
     const int n_pairs = T * k, max_tiles = (int)(max_rows / tile);
-    (void)dsv4_launch_pdl(k_moe_count, dim3(1), dim3(COUNT_THREADS), 0, stream, idx, n_pairs, E, tile, max_tiles, out->counts, out->offsets,
-                                                 out->tile_expert, out->inv, active, n_active);
+    const bool fused = n_pairs <= PLACE_FUSED_PAIRS; // count and place in one launch
+    (void)dsv4_launch_pdl(k_moe_count, dim3(1), dim3(COUNT_THREADS), 0, stream, idx, n_pairs, E, tile, max_tiles, out->counts,
+                          out->offsets, out->tile_expert, out->inv, active, n_active, fused ? k : 0, (int)max_rows,
+                          out->row_token);
     DSV4_CUDA_LAUNCHED("moe_permute: count kernel");
+    if (fused) return DSV4_OK;
     (void)dsv4_launch_pdl(k_moe_place, dim3((unsigned)E + 1), dim3(PLACE_THREADS), 0, stream, idx, n_pairs, k, E, (int)max_rows, out->counts,
                                                                out->offsets, out->row_token, out->inv);
     DSV4_CUDA_LAUNCHED("moe_permute: place kernel");

@@ -31,7 +31,7 @@ typedef struct dsv4_cuda_router_cfg {
     float scaling; /* routed_scaling_factor */
 } dsv4_cuda_router_cfg;
 
-/* dsv4_cpu_router on the device, one warp per token (all pointers device memory):
+/* dsv4_cpu_router on the device, one block per token (all pointers device memory):
  *   logits [T, E] fp32; bias [E] or NULL; tid2eid [vocab, k] or NULL (hash routing, then
  *   token_ids [T] is read and bias ignored); idx [T, k] int32; weights [T, k] fp32.
  * Same fp32 operations in the same order as the CPU, ties to the lowest expert id, NaN
