@@ -48,7 +48,9 @@
 #define DECODE_WARPS 4
 #define DECODE_THREADS (DECODE_WARPS * 32)
 // 4 CTAs (16 warps) per SM keep >= 64 KB of weight loads in flight per SM; caps registers at 128
+#ifndef DECODE_MIN_CTAS // (a development build may set it)
 #define DECODE_MIN_CTAS 4
+#endif
 
 template <int FMT, int MT>
 struct DecodeShape {
