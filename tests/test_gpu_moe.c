@@ -584,7 +584,9 @@ TEST(gpu_moe_swiglu_matches_cpu) {
     static const struct { int rows, inter, bf16_in, bf16_out, kind, swizzled, n_used; } cases[] = {
         {8, 2048, 0, 0, 0, 0, 0},   {37, 2048, 1, 1, 0, 0, 0}, {64, 2048, 0, 0, 0, 0, 20},
         {37, 2048, 0, 0, 1, 0, 0},  {37, 2048, 1, 0, 1, 1, 0}, {40, 2048, 0, 1, 2, 0, 0},
-        {131, 512, 0, 0, 2, 1, 0},  {64, 2048, 0, 0, 3, 0, 24}, {64, 2048, 1, 0, 1, 0, 33}};
+        {131, 512, 0, 0, 2, 1, 0},  {64, 2048, 0, 0, 3, 0, 24}, {64, 2048, 1, 0, 1, 0, 33},
+        /* NVFP4 rows longer than the shared-memory staging (SWIGLU_STAGE_MAX 4096): evaluated twice */
+        {5, 4112, 0, 0, 1, 0, 0},   {6, 4112, 1, 1, 2, 0, 0}};
     char msg[512];
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         CHECK_MSG(swiglu_case(cases[c].rows, cases[c].inter, cases[c].bf16_in, cases[c].bf16_out, cases[c].kind,

@@ -143,6 +143,32 @@ TEST(gpu_codecs_match_cpu_bit_for_bit) {
     }
 }
 
+/* The fused RMSNorm's 16-at-a-time BF16 rounding against the CPU's bf16_encode: random bits,
+ * ties (low half 0x8000 with both parities), values that round up to Inf, and blocks with
+ * NaNs of either sign (which take the per-element path). */
+TEST(gpu_bf16_encode16_matches_cpu) {
+    uint64_t rng = 61;
+    for (int it = 0; it < 200000; it++) {
+        float v[16];
+        uint16_t got[16];
+        for (int i = 0; i < 16; i++) {
+            uint32_t u = (uint32_t)test_rand_u64(&rng);
+            switch (test_rand_u64(&rng) % 6) {
+            case 0: u = (u & 0xffff0000u) | 0x8000u; break;          /* a tie */
+            case 1: u = (u & 0x80000000u) | 0x7f7f8000u | (u & 0x7fffu); break; /* rounds to +-Inf or the max */
+            case 2: u &= 0x807fffffu; break;                         /* subnormal */
+            default: break;
+            }
+            v[i] = u2f(u);
+        }
+        if (it % 3 == 0) v[it % 16] = u2f(0x7f800000u | (uint32_t)(test_rand_u64(&rng) & 0x807fffffu) | 1u); /* NaN */
+        dsv4_cuda_host_bf16_encode16(v, got);
+        for (int i = 0; i < 16; i++)
+            CHECK_MSG(got[i] == dsv4_bf16_encode(v[i]), "bf16(%a) bits 0x%08x: 0x%04x, want 0x%04x", (double)v[i], f2u(v[i]),
+                      got[i], dsv4_bf16_encode(v[i]));
+    }
+}
+
 /* The kernels' division-free 16-block quantizer against the division form (itself checked
  * against the CPU reference above): random blocks, exact e2m1 midpoints (|x*g| == tau*sf)
  * and their fp32 neighbours, negative/NaN/Inf/zero scales, subnormals and huge values. */
@@ -191,6 +217,155 @@ TEST(gpu_quant_group16_fast_matches_division_form) {
         n++;
     }
     CHECK(n == 400000);
+}
+
+/* The BF16 quantizer the kernels use for BF16 rows and the fused RMSNorm (nvfp4_quant_group16_bf16:
+ * two elements per integer op, from a per-g table of breakpoints) against the CPU reference. */
+
+/* What the reference gives one element v under the scale code s and G = g. */
+static uint8_t ref_e2m1_code(uint16_t v, float g, uint8_t s) {
+    float sf = dsv4_e4m3_decode(s);
+    return sf == 0.0f ? 0 : dsv4_e2m1_encode(dsv4_bf16_decode(v) * g / sf);
+}
+
+/* g = 1/input_scale: a power of two, a few significant bits (many exact ties), a full
+ * mantissa, negative, and both ends of the range the BF16 path takes */
+static const float bf16_test_gs[] = {1.0f, 3.0f, -0.33333334f, 368.21918f, 0x1p-100f, 0x1.fffffep+99f,
+                                     -1.0f, -0.0041503906f, -0x1.5555p-77f, 1.3e21f};
+#define N_BF16_PAYLOAD_GS 6 /* the first 6 in the every-value test */
+
+TEST(gpu_bf16_scale_and_breakpoints_exact) {
+    uint64_t rng = 57;
+    /* e4m3(x / 6) as the scale computes it: around 6x every e4m3 midpoint (where a rounding
+     * error would change the code; 40 ulps either side), and random x in [0, 8192]. The
+     * throwaway exhaustive run over all 1.17e9 floats in [0, 8192] found no difference. */
+    long n = 0;
+    for (int c = 0; c < 0x7e; c++) {
+        const float mid = (dsv4_e4m3_decode((uint8_t)c) + dsv4_e4m3_decode((uint8_t)(c + 1))) * 0.5f;
+        const uint32_t u6 = f2u(mid * 6.0f); /* exact: <= 7 significant bits */
+        for (int d = -40; d <= 40; d++) {
+            const float x = u2f(u6 + (uint32_t)d);
+            CHECK_MSG(dsv4_cuda_host_e4m3_div6(x) == dsv4_e4m3_encode(x / 6.0f), "e4m3(%a / 6): 0x%02x, want 0x%02x",
+                      (double)x, dsv4_cuda_host_e4m3_div6(x), dsv4_e4m3_encode(x / 6.0f));
+            n++;
+        }
+    }
+    for (int i = 0; i < 1000000; i++) {
+        const float x = u2f((uint32_t)(test_rand_u64(&rng) % (f2u(8192.0f) + 1)));
+        CHECK_MSG(dsv4_cuda_host_e4m3_div6(x) == dsv4_e4m3_encode(x / 6.0f), "e4m3(%a / 6)", (double)x);
+        n++;
+    }
+    CHECK(n == 126l * 81 + 1000000);
+    /* the scale code from every amax, for a set of g */
+    for (size_t gi = 0; gi < sizeof bf16_test_gs / sizeof *bf16_test_gs; gi++) {
+        const float g = bf16_test_gs[gi];
+        for (uint32_t k = 0; k <= 0x7f80; k++) {
+            const float amax = dsv4_bf16_decode((uint16_t)k);
+            CHECK_MSG(dsv4_cuda_host_bf16_scale((uint16_t)k, g) == dsv4_e4m3_encode(g * amax / 6.0f),
+                      "scale of amax %a, g %a: 0x%02x, want 0x%02x", (double)amax, (double)g,
+                      dsv4_cuda_host_bf16_scale((uint16_t)k, g), dsv4_e4m3_encode(g * amax / 6.0f));
+        }
+    }
+    /* Table entry i is the exact breakpoint: the smallest bf16 X with RN(X * |g|) > T (tau
+     * 0.25, 1.25) or >= T (0.75, 1.75), T = tau * m, m = (8 + i/4) / 8. */
+    for (int it = 0; it < 3000; it++) {
+        const int e = (int)(test_rand_u64(&rng) % 200) - 100;
+        float g = ldexpf(1.0f + (float)(test_rand_u64(&rng) % (1u << 23)) * 0x1p-23f, e);
+        if (it % 3 == 0) g = ldexpf(1.0f + (float)(test_rand_u64(&rng) % 8) / 8.0f, e); /* ties galore */
+        if (it == 0) g = 0x1p-100f;
+        if (it == 1) g = 0x1.fffffep+99f;
+        CHECK(dsv4_cuda_host_bf16_fast_g(g) && dsv4_cuda_host_bf16_fast_g(-g));
+        for (int i = 0; i < 32; i++) {
+            const int k = i & 3;
+            const float T = (float)((2 * k + 1) * (8 + (i >> 2))) / 32.0f, G = fabsf(g);
+            const uint16_t b = dsv4_cuda_host_bf16_breakpoint(g, i);
+            const float p = dsv4_bf16_decode(b) * G, p1 = dsv4_bf16_decode((uint16_t)(b - 1)) * G;
+            const int pass = k % 2 ? p >= T : p > T, pass1 = k % 2 ? p1 >= T : p1 > T;
+            CHECK_MSG(pass && !pass1, "g %a entry %d: breakpoint 0x%04x is not the first bf16 past T = %g", (double)g, i,
+                      b, (double)T);
+        }
+    }
+    CHECK(!dsv4_cuda_host_bf16_fast_g(0x1p-101f) && !dsv4_cuda_host_bf16_fast_g(0x1p+100f));
+    CHECK(!dsv4_cuda_host_bf16_fast_g(0.0f) && !dsv4_cuda_host_bf16_fast_g(INFINITY));
+    CHECK(!dsv4_cuda_host_bf16_fast_g(NAN));
+}
+
+/* Every non-NaN bf16 value under every scale code, for a set of g: the per-element code the
+ * reference gives (the sign of the scale is that of g, as the quantizer's always is). */
+TEST(gpu_bf16_payload_every_value_every_scale) {
+    static uint16_t vals[65536];
+    static uint8_t packed[32768];
+    int nv = 0;
+    for (uint32_t b = 0; b < 65536; b++)
+        if ((b & 0x7fff) <= 0x7f80) vals[nv++] = (uint16_t)b;
+    while (nv % 16) vals[nv++] = 0;
+    long checked = 0;
+    for (int gi = 0; gi < N_BF16_PAYLOAD_GS; gi++) {
+        const float g = bf16_test_gs[gi];
+        const uint8_t sgn = signbit(g) ? 0x80 : 0x00;
+        for (int c = 0; c <= 0x7e; c++) {
+            dsv4_cuda_host_bf16_payload(vals, nv / 16, g, (uint8_t)c, packed);
+            for (int e = 0; e < nv; e++) {
+                const uint8_t got = (packed[e / 2] >> (4 * (e % 2))) & 0xf;
+                const uint8_t want = ref_e2m1_code(vals[e], g, (uint8_t)(c | sgn));
+                CHECK_MSG(got == want, "g %a, scale 0x%02x, x = 0x%04x: code 0x%x, want 0x%x", (double)g, c | sgn, vals[e],
+                          got, want);
+                checked++;
+            }
+        }
+    }
+    CHECK(checked == (long)N_BF16_PAYLOAD_GS * 127 * nv);
+}
+
+/* Whole blocks through the BF16 form against the division form: random, tie-heavy (elements
+ * on and next to tau * sf / g), any-bits, subnormal, NaN, +-Inf, +-0 and huge values, any g
+ * (NaN, Inf, 0 and g outside the table's range too, which take the float path). */
+TEST(gpu_quant_group16_bf16_matches_division_form) {
+    static const float taus[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+    uint64_t rng = 43;
+    long n = 0;
+    for (int it = 0; it < 300000; it++) {
+        const int kind = it % 7;
+        float g = (float)exp(test_rand_normal(&rng) * 6.0);
+        if (kind == 1) g = ldexpf(1.0f + (float)(test_rand_u64(&rng) % 8) / 8.0f, (int)(test_rand_u64(&rng) % 60) - 30);
+        if (test_rand_u64(&rng) & 1) g = -g;
+        if (it % 997 == 0) g = NAN;
+        if (it % 991 == 0) g = INFINITY;
+        if (it % 983 == 0) g = 0.0f;
+        if (it % 977 == 0) g = 0x1p+110f;
+        if (it % 971 == 0) g = -0x1p-110f;
+        uint16_t b[16];
+        float v[16];
+        const float mag = (float)exp(test_rand_normal(&rng) * 8.0);
+        for (int i = 0; i < 16; i++) b[i] = dsv4_bf16_encode(mag * test_rand_normal(&rng));
+        if (kind == 2) for (int i = 0; i < 16; i++) b[i] = (uint16_t)test_rand_u64(&rng); /* any bits */
+        if (kind == 3) for (int i = 0; i < 16; i++) b[i] = (uint16_t)(test_rand_u64(&rng) & 0x807f); /* subnormals */
+        if (kind == 4 || kind == 5) {
+            /* elements on the bf16 values nearest tau * sf / g, and 1-2 keys off */
+            float amax = 0;
+            for (int i = 0; i < 16; i++) amax = fmaxf(amax, fabsf(dsv4_bf16_decode(b[i])));
+            const float sf = dsv4_e4m3_decode(dsv4_e4m3_encode(g * amax / 6.0f));
+            for (int i = 0; i < 16; i++) {
+                if (test_rand_u64(&rng) % 4 == 0) continue;
+                const float t = taus[test_rand_u64(&rng) % 7] * sf / g;
+                const uint32_t k = (f2u(t) >> 16) + (uint32_t)(test_rand_u64(&rng) % 5) - 2;
+                const uint32_t neg = (uint32_t)(test_rand_u64(&rng) & 1) << 15;
+                if (fabsf(dsv4_bf16_decode((uint16_t)k)) <= amax) b[i] = (uint16_t)(k ^ neg);
+            }
+        }
+        if (it % 5 == 0) b[it % 16] = 0x8000;                       /* -0 */
+        if (it % 11 == 0) memset(b, 0, sizeof b);
+        if (it % 13 == 0) b[(it + 3) % 16] = (uint16_t)(0x7fc1 | (test_rand_u64(&rng) & 0x8000)); /* NaN */
+        if (it % 17 == 0) b[(it + 5) % 16] = (test_rand_u64(&rng) & 1) ? 0xff80 : 0x7f80;       /* Inf */
+        if (it % 19 == 0) b[(it + 7) % 16] = 0x7f7f;                 /* the largest bf16 */
+        for (int i = 0; i < 16; i++) v[i] = dsv4_bf16_decode(b[i]);
+        uint8_t pa[8], pb[8];
+        const uint8_t sa = dsv4_cuda_host_quant_group16(v, g, pa), sb = dsv4_cuda_host_quant_group16_bf16(b, g, pb);
+        CHECK_MSG(sa == sb && memcmp(pa, pb, 8) == 0, "block %d (kind %d, g %a): scale 0x%02x vs 0x%02x, payload %s", it,
+                  kind, (double)g, sa, sb, memcmp(pa, pb, 8) ? "differs" : "same");
+        n++;
+    }
+    CHECK(n == 300000);
 }
 
 /* ---------------------------------------------------------------- kernels */

@@ -3,10 +3,11 @@
 //
 // SwiGLU: one block of 256 threads per row (without NVFP4, few rows: up to one block per 256
 // elements of a row). Without NVFP4 each thread walks the row with a stride of the blocks
-// (coalesced gate and up reads). With NVFP4 each thread owns whole
-// 16-element blocks; the per-row dynamic scale needs the row's amax first, so the row's
-// SwiGLU is evaluated twice (once for the amax, once to quantize) rather than staged: the
-// rows are short (I = 2048) and recomputing avoids a shared-memory size limit on I.
+// (coalesced gate and up reads). With NVFP4 and rows up to SWIGLU_STAGE_MAX, every thread
+// evaluates elements (coalesced) into a shared-memory copy of the row, the block reduces the
+// amax (DYNAMIC_TOKEN), then each thread quantizes whole 16-element blocks from shared memory.
+// Longer rows (none in DeepSeek-V4) evaluate the row twice instead (once for the amax, once
+// to quantize, each thread owning whole blocks).
 // Combine: one block per (token, 256 columns); thread 0 orders the token's <= 8 slots by
 // expert id, then each thread loads its column of every slot at once and adds them in order.
 #include <limits.h>
@@ -19,6 +20,7 @@
 #define SWIGLU_THREADS 256
 #define SWIGLU_UNROLL 4
 #define SWIGLU_TARGET_BLOCKS 1056 // the plain path's row splitting aims at this many blocks (8 per SM of 132)
+#define SWIGLU_STAGE_MAX 4096     // NVFP4 rows up to this long are staged in shared memory (16 KB)
 #define COMBINE_THREADS 256
 #define COMBINE_MAX_K 8
 
@@ -63,6 +65,51 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
             for (int j = 0; j < SWIGLU_UNROLL; j++)
                 if (i0 + j * stride < inter) store_elem(out, out_dtype, r * inter + i0 + j * stride, swiglu_as_cpu(gv[j], uv[j], limit));
         }
+        return;
+    }
+    if (inter <= SWIGLU_STAGE_MAX) { // staged: every element evaluated once, by all the threads
+        __shared__ __align__(16) float vals[SWIGLU_STAGE_MAX];
+        float amax = 0.0f;
+        for (int i0 = threadIdx.x; i0 < inter; i0 += SWIGLU_UNROLL * SWIGLU_THREADS) {
+            float gv[SWIGLU_UNROLL], uv[SWIGLU_UNROLL];
+#pragma unroll
+            for (int j = 0; j < SWIGLU_UNROLL; j++) {
+                const int i = i0 + j * SWIGLU_THREADS;
+                gv[j] = i < inter ? load_elem(h, h_dtype, hg + i) : 0.0f;
+                uv[j] = i < inter ? load_elem(h, h_dtype, hu + i) : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < SWIGLU_UNROLL; j++) {
+                const int i = i0 + j * SWIGLU_THREADS;
+                if (i >= inter) break;
+                const float v = swiglu_as_cpu(gv[j], uv[j], limit);
+                vals[i] = v;
+                if (out) store_elem(out, out_dtype, r * inter + i, v);
+                amax = f_max_nan_ignored(amax, f_abs(v));
+            }
+        }
+        float s;
+        if (d.mode == DSV4_ACT_SCALE_DYNAMIC_TOKEN) { // (block_reduce's barriers also publish vals)
+            s = nvfp4_dynamic_scale(block_reduce(amax, sh, 1));
+            if (threadIdx.x == 0) d.scale[r] = s;
+        } else {
+            s = d.scale[expert];
+        }
+        __syncthreads(); // vals complete
+        const float g = f_div(1.0f, s);
+        for (int64_t c = threadIdx.x; c < kb; c += blockDim.x) {
+            float v[16];
+            const float4 *src = reinterpret_cast<const float4 *>(vals + c * 16);
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const float4 f = src[q];
+                v[4 * q] = f.x, v[4 * q + 1] = f.y, v[4 * q + 2] = f.z, v[4 * q + 3] = f.w;
+            }
+            uint32_t packed[2];
+            d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16(v, g, packed);
+            *(uint2 *)(d.q + r * (inter / 2) + c * 8) = make_uint2(packed[0], packed[1]);
+        }
+        nvfp4_zero_pad(&d, r, kb, 0);
         return;
     }
     float s;

@@ -138,6 +138,23 @@ DSV4_HD uint32_t bf16_encode(float x) {
     return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
 }
 DSV4_HD float bf16_decode(uint32_t b) { return u2f(b << 16); }
+DSV4_HD uint32_t prmt_b32(uint32_t a, uint32_t b, uint32_t sel);
+// bf16_encode of 16 values as 8 words (element 2k in the low half of word k): the rounding
+// of both halves and one prmt to pair them, and bf16_encode itself only for a block holding
+// a NaN (found with one compare per element; the rounding alone would turn some NaNs into
+// other values).
+DSV4_HD void bf16_encode16(const float v[16], uint32_t b[8]) {
+    bool nan = false;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const uint32_t u0 = f2u(v[2 * k]), u1 = f2u(v[2 * k + 1]);
+        b[k] = prmt_b32(u0 + 0x7fffu + ((u0 >> 16) & 1u), u1 + 0x7fffu + ((u1 >> 16) & 1u), 0x7632u);
+        nan |= (v[2 * k] != v[2 * k]) | (v[2 * k + 1] != v[2 * k + 1]);
+    }
+    if (nan)
+#pragma unroll 1
+        for (int k = 0; k < 8; k++) b[k] = bf16_encode(v[2 * k]) | (bf16_encode(v[2 * k + 1]) << 16);
+}
 DSV4_HD float bf16_round(float x) { return bf16_decode(bf16_encode(x)); }
 
 // ---------------------------------------------------------------- NVFP4 activation math
@@ -223,6 +240,282 @@ DSV4_HD uint32_t nvfp4_quant_group16_fast(const float v[16], float g, uint32_t p
     return nvfp4_quant_group16_amax(v, amax16(v), g, packed);
 }
 
+// ---------------------------------------------------------------- BF16 blocks, two elements per op
+//
+// nvfp4_quant_group16 again, bit for bit, for a block of 16 BF16 values given as their 8
+// raw little-endian words (the quantize kernels' input and the fused RMSNorm's BF16-rounded
+// output). It never unpacks: it works on the 15-bit magnitude keys (the bf16 bits without
+// the sign), two per 32-bit word: ~17 instructions per word and ~40 per block (amax, scale,
+// breakpoints), about 11 per element in the kernels with their loads and stores, against ~32
+// for the float form (nvfp4_quant_group16_amax; SASS of k_quantize_rows, sm_90a). Why it is
+// exact (G = |g|, sf the block's e4m3 scale, A = |sf| > 0; g NaN, zero, infinite or outside
+// [2^-100, 2^100) and blocks holding a NaN go to the float path instead):
+//  1. Sign. q = RN32(RN32(x*g) / sf) has the sign of x: sf has the sign of g (A > 0), so
+//     the payload is sign(x) << 3 | the magnitude code of |x|, NaN-free blocks only (NaN
+//     elements must give 0x0 whatever their sign).
+//  2. Magnitude. With p = RN32(|x| * G), the code counts the thresholds T_k = tau_k * A with
+//     p > T_k (tau_k = 0.25, 1.25, 2.5, 5) or p >= T_k (0.75, 1.75, 3.5): the argument above
+//     nvfp4_quant_group16_amax. p is non-decreasing in |x|, so each test is |x| >= B_k for a
+//     breakpoint B_k, the smallest bf16 magnitude that passes, and non-negative bf16 values
+//     order like their keys: the code is the number of k with key >= key(B_k).
+//  3. Breakpoints. RN32(y) > T <=> y > T + u/2 and RN32(y) >= T <=> y >= T - u'/2 (u, u' the
+//     fp32 spacing above / below T; T has <= 7 significant bits, so it is even and takes the
+//     ties). So B_k is the first bf16 value past the real cut C_k / G, and C_k scales with T_k.
+//     Every nonzero e4m3 value is A = m * 2^E, m in {8, 9, ..., 15} / 8, and while all the
+//     values involved are normal bf16 (G in [2^-100, 2^100): T in [2^-11, 2400]) the bf16
+//     grid maps to itself under *2^E, adding 128*E to keys: key(B_k(A)) = key(B_k(m)) + 128E.
+//     A table of key(B_k(m)) for tau 0.25, 0.75, 1.25, 1.75 and the 8 m (32 entries per G,
+//     nvfp4_bf16_bp_entry) gives them all, and tau 2.5, 3.5, 5 (2x, 2x, 4x tau 1.25, 1.75,
+//     1.25, same tie direction) are +128, +128, +256 on those keys.
+//  4. Scale. s = e4m3(RN32(RN32(G * amax) / 6)) | sign(g) (the negation commutes with the
+//     rounding), amax the largest key (exact: no NaN). The division is the FMA-corrected
+//     product nvfp4_div6; e4m3 rounding is integer RNE on the bits (e4m3_code_nonneg).
+//  5. Lanes. With key <= 0x7f80 and bn = 0x8000 - key(B) in [0x80, 0x7fff], key + bn lies in
+//     [0x80, 0xff7f]: a 32-bit addition of two packed lanes never carries across them and
+//     sets lane bit 15 exactly when key >= key(B). prmt copies that bit over its lane (a
+//     select mask). Three such tests search the 7 breakpoints (B3; B1 or B5; B0, B2, B4 or B6).
+// tests/test_gpu_quantize.c checks the host build (the same source; prmt and lop3 emulated
+// from their PTX definitions with the same selectors and LUTs) against nvfp4_quant_group16:
+// every bf16 value under every scale code for six g, random, tie-heavy and non-finite blocks,
+// the scale of every amax, every breakpoint entry for 3000 g. A throwaway exhaustive run also
+// compared every float x in [0, 8192] through nvfp4_div6, every G mantissa at five exponents
+// through nvfp4_bf16_bp_entry and every value under every scale for 200 g: no difference.
+
+// prmt.b32 (default mode): byte n of the result is byte (sel >> 4n) & 7 of the pair {b, a}
+// (a = bytes 0-3), or, when bit 3 of that selector nibble is set, that byte's top bit
+// copied over all 8 bits.
+DSV4_HD uint32_t prmt_b32(uint32_t a, uint32_t b, uint32_t sel) {
+#ifdef __CUDA_ARCH__
+    uint32_t d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+    return d;
+#else
+    const uint64_t ab = ((uint64_t)b << 32) | a;
+    uint32_t d = 0;
+    for (int n = 0; n < 4; n++) {
+        const uint32_t s = (sel >> (4 * n)) & 0xfu;
+        uint32_t byte = (uint32_t)(ab >> (8 * (s & 7u))) & 0xffu;
+        if (s & 8u) byte = (byte & 0x80u) ? 0xffu : 0x00u;
+        d |= byte << (8 * n);
+    }
+    return d;
+#endif
+}
+// lop3.b32: bit i of the result is bit (4*a_i + 2*b_i + c_i) of LUT (PTX's immLut: the LUT of
+// f is f(0xf0, 0xcc, 0xaa)). The host build evaluates the same LUT, so the host tests check
+// the constants the GPU runs.
+template <uint32_t LUT>
+DSV4_HD uint32_t lop3(uint32_t a, uint32_t b, uint32_t c) {
+#ifdef __CUDA_ARCH__
+    uint32_t d;
+    asm("lop3.b32 %0, %1, %2, %3, %4;" : "=r"(d) : "r"(a), "r"(b), "r"(c), "n"(LUT));
+    return d;
+#else
+    return ((LUT & 0x01u) ? ~a & ~b & ~c : 0u) | ((LUT & 0x02u) ? ~a & ~b & c : 0u) |
+           ((LUT & 0x04u) ? ~a & b & ~c : 0u) | ((LUT & 0x08u) ? ~a & b & c : 0u) |
+           ((LUT & 0x10u) ? a & ~b & ~c : 0u) | ((LUT & 0x20u) ? a & ~b & c : 0u) |
+           ((LUT & 0x40u) ? a & b & ~c : 0u) | ((LUT & 0x80u) ? a & b & c : 0u);
+#endif
+}
+// (m & a) | (~m & b) in one LOP3 (nvcc otherwise re-associates chains of them into more
+// instructions): LUT (0xf0 & 0xcc) | (~0xf0 & 0xaa) = 0xca.
+DSV4_HD uint32_t bitsel(uint32_t m, uint32_t a, uint32_t b) { return lop3<0xcau>(m, a, b); }
+// Lane-wise max of two pairs of unsigned 16-bit lanes (VIMNMX.U16x2 on sm_90).
+DSV4_HD uint32_t vmax_u16x2(uint32_t a, uint32_t b) {
+#ifdef __CUDA_ARCH__
+    return __vmaxu2(a, b);
+#else
+    const uint32_t lo = (a & 0xffffu) > (b & 0xffffu) ? (a & 0xffffu) : (b & 0xffffu);
+    const uint32_t hi = (a >> 16) > (b >> 16) ? (a >> 16) : (b >> 16);
+    return (hi << 16) | lo;
+#endif
+}
+// Each lane all ones where its bit 15 is set, else zero.
+DSV4_HD uint32_t lane_masks(uint32_t d) { return prmt_b32(d, 0, 0xbb99u); }
+
+DSV4_HD float f_fma(float a, float b, float c) {
+#ifdef __CUDA_ARCH__
+    return __fmaf_rn(a, b, c);
+#else
+    return fmaf(a, b, c);
+#endif
+}
+// RN32(x / 6) for x in [2^-125, 8192]: q0 = RN(x * RN(1/6)) is within an ulp, the remainder
+// x - 6*q0 is exact in one FMA, and one correction step rounds correctly (Markstein's
+// theorem). Below, the quotient is an fp32 subnormal that may be an ulp off, far under half
+// the smallest e4m3 step (2^-10): its e4m3 code is 0 either way. The e4m3 code was compared
+// with e4m3_encode(x / 6) for every float x in [0, 8192] (tests/test_gpu_quantize.c keeps the
+// neighbourhood of every e4m3 midpoint and random x).
+DSV4_HD float nvfp4_div6(float x) {
+    const float r6 = 0.16666667f; // RN32(1/6)
+    const float q0 = f_mul(x, r6);
+    return f_fma(f_fma(-q0, 6.0f, x), r6, q0);
+}
+// e4m3_encode for y in [0, 2^11): RNE to 3 mantissa bits on the bit pattern (the carry of a
+// round-up ripples into the exponent, as it should), saturated to 448; below 2^-6 (the e4m3
+// subnormals, spacing 2^-9) the FP adder rounds: y + 2^14 has spacing 2^-9, so its low bits
+// are the code (0..8, 8 being the smallest normal, code 0x08).
+DSV4_HD uint32_t e4m3_code_nonneg(float y) {
+    const uint32_t u = f2u(y);
+    uint32_t n = (u + 0x7ffffu + ((u >> 20) & 1u) - (120u << 23)) >> 20;
+    n = n < 0x7eu ? n : 0x7eu;
+    const uint32_t sub = f2u(f_add(y, 16384.0f)) - 0x46800000u;
+    return u < 0x3c800000u ? sub : n;
+}
+
+// Whether the BF16 path applies to G = |g| (the range of point 3 above).
+DSV4_HD bool nvfp4_bf16_fast_g(float g) {
+    const uint32_t e = (f2u(g) >> 23) & 0xffu;
+    return e >= 127u - 100u && e < 127u + 100u;
+}
+// What the BF16 quantizer needs of g, computed once per row or tensor (nvfp4_bf16_g_of).
+typedef struct nvfp4_bf16_g {
+    float g, G;    // g and |g|
+    uint32_t sgn;  // g's sign as bit 7 of a scale byte
+    bool fast;     // nvfp4_bf16_fast_g(g): the breakpoint table of G applies
+} nvfp4_bf16_g;
+DSV4_HD nvfp4_bf16_g nvfp4_bf16_g_of(float g) {
+    nvfp4_bf16_g q;
+    q.g = g, q.G = f_abs(g), q.sgn = (f2u(g) >> 24) & 0x80u, q.fast = nvfp4_bf16_fast_g(g);
+    return q;
+}
+// Table entry i (0..31) for G: m = (8 + i/4) / 8, tau = (2*(i%4) + 1) / 4, T = tau * m (exact:
+// <= 7 significant bits). X0 = RN32(T / G) truncated to bf16 is within 2^-23 (relative) of the
+// cut and a bf16 step is >= 2^-8, so the breakpoint is X0, X0 + 1 or X0 + 2 (keys); the two
+// exact tests pick it. Returns 0x8000 - key(B) + 127 * 128 in both 16-bit lanes (<= 0xbf7f):
+// nvfp4_bf16_payload subtracts the biased exponent of A times 128 (point 3; the bias is
+// folded in here).
+DSV4_HD uint32_t nvfp4_bf16_bp_entry(float G, int i) {
+    const int k = i & 3;
+    const float T = (float)((2 * k + 1) * (8 + (i >> 2))) * 0.03125f;
+    const bool strict = (k & 1) == 0; // tau 0.25, 1.25 round their ties down: p > T
+    uint32_t b = f2u(f_div(T, G)) >> 16;
+#pragma unroll
+    for (int n = 0; n < 2; n++) {
+        const float p = f_mul(u2f(b << 16), G);
+        b += (strict ? p > T : p >= T) ? 0u : 1u;
+    }
+    return (0x8000u + (127u << 7) - b) * 0x10001u;
+}
+
+// The 15-bit keys (bf16 bits without the sign) of a block of 8 raw BF16 words, ax[h] = x[h] &
+// 0x7fff7fff, and the largest of them in both lanes (kk): kk > 0x7f80ffff iff the block holds
+// a NaN, else kk >> 16 is the key of its amax.
+DSV4_HD uint32_t nvfp4_bf16_keys(const uint32_t x[8], uint32_t ax[8]) {
+#pragma unroll
+    for (int h = 0; h < 8; h++) ax[h] = x[h] & 0x7fff7fffu;
+    uint32_t m = ax[0];
+#pragma unroll
+    for (int h = 1; h < 8; h++) m = vmax_u16x2(m, ax[h]);
+    return vmax_u16x2(m, prmt_b32(m, 0, 0x1032u)); // with its lanes swapped
+}
+DSV4_HD uint32_t nvfp4_bf16_kmax(const uint32_t x[8]) {
+    uint32_t ax[8];
+    return nvfp4_bf16_keys(x, ax);
+}
+// The block's amax as amax16 (NaN ignored) from kk: the float path only for a block holding
+// a NaN.
+DSV4_HD float nvfp4_bf16_amax(const uint32_t x[8], uint32_t kk) {
+    if (kk <= 0x7f80ffffu) return u2f(kk & 0xffff0000u);
+    float v[16];
+#pragma unroll
+    for (int k = 0; k < 8; k++) v[2 * k] = u2f(x[k] << 16), v[2 * k + 1] = u2f(x[k] & 0xffff0000u);
+    return amax16(v);
+}
+// The e4m3 code of the scale of a NaN-free block from kk, without g's sign (point 4; G = |g|).
+// Any G * amax >= 6 * 464 saturates, so clamping it keeps Inf out of nvfp4_div6.
+DSV4_HD uint32_t nvfp4_bf16_scale(uint32_t kk, float G) {
+    const float ga = f_mul(G, u2f(kk & 0xffff0000u));
+    return e4m3_code_nonneg(nvfp4_div6(ga < 8192.0f ? ga : 8192.0f));
+}
+
+// One word of two elements (raw BF16 pair xw, ax = xw & 0x7fff7fff their keys) -> their
+// nibbles at bits 12-15 and 28-31 (the other bits are don't-care), given the lane constants
+// bn_k = 0x8000 - key(B_k) of point 5: ax + bn_k sets lane bit 15 iff key >= key(B_k).
+DSV4_HD uint32_t nvfp4_bf16_pair(uint32_t xw, uint32_t ax, const uint32_t bn[7]) {
+    const uint32_t hi = lane_masks(ax + bn[3]);                      // code >= 4
+    const uint32_t mid = lane_masks(ax + bitsel(hi, bn[5], bn[1]));  // code >= 6, or >= 2
+    const uint32_t lo = (ax + bitsel(mid, bitsel(hi, bn[6], bn[2]), bitsel(hi, bn[4], bn[0]))) >> 3;
+    uint32_t w = bitsel(0x40004000u, hi, mid); // bit 14: code bit 2, bit 13: code bit 1
+    w = bitsel(0x80008000u, xw, w);            // bit 15: the sign
+    return bitsel(0x10001000u, lo, w);         // bit 12: code bit 0
+}
+// Four pair words (elements 0-7) -> the packed word (element 2i low nibble of byte i).
+DSV4_HD uint32_t nvfp4_bf16_pack4(uint32_t w0, uint32_t w1, uint32_t w2, uint32_t w3) {
+    const uint32_t q01 = prmt_b32(w0, w1, 0x7351u), q23 = prmt_b32(w2, w3, 0x7351u); // [0 2 1 3], [4 6 5 7]
+    const uint32_t ev = prmt_b32(q01, q23, 0x5410u), od = prmt_b32(q01, q23, 0x7632u); // [0 2 4 6], [1 3 5 7]
+    return bitsel(0x0f0f0f0fu, ev >> 4, od);
+}
+// Where a table of nvfp4_bf16_bp_entry(|g|, 0..31) lives (16-byte aligned): device code reads
+// shared memory through a 32-bit address (one register; a generic pointer costs a conversion at
+// every read once register pressure makes the compiler recompute it), the host build an array.
+typedef struct nvfp4_bf16_tbl {
+    uint32_t smem;      // device: __cvta_generic_to_shared of the table
+    const uint32_t *p;  // host
+} nvfp4_bf16_tbl;
+#ifdef __CUDACC__
+__device__ __forceinline__ nvfp4_bf16_tbl nvfp4_bf16_tbl_shared(const uint32_t *t) {
+    nvfp4_bf16_tbl r;
+    r.smem = (uint32_t)__cvta_generic_to_shared(t), r.p = t;
+    asm("mov.b32 %0, %0;" : "+r"(r.smem)); // opaque: ptxas keeps the register instead of recomputing it
+    return r;
+}
+#endif
+// Entries 4i .. 4i+3 of the table (off = 16 * i).
+DSV4_HD uint4 nvfp4_bf16_tbl_row(nvfp4_bf16_tbl t, uint32_t off) {
+#ifdef __CUDA_ARCH__
+    uint4 q;
+    asm("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(q.x), "=r"(q.y), "=r"(q.z), "=r"(q.w) : "r"(t.smem + off));
+    return q;
+#else
+    const uint32_t *e = t.p + off / 4;
+    uint4 q;
+    q.x = e[0], q.y = e[1], q.z = e[2], q.w = e[3];
+    return q;
+#endif
+}
+// The payload of the NaN-free block x (8 raw BF16 words, ax[] their keys) under the scale
+// code c (without sign), from the table of |g|.
+DSV4_HD void nvfp4_bf16_payload(const uint32_t x[8], const uint32_t ax[8], uint32_t c, nvfp4_bf16_tbl tbl,
+                                uint32_t packed[2]) {
+    // A's bits: normal codes assembled, subnormal ones c * 2^-9 (as e4m3_decode). Bytes 2-3
+    // of them in both lanes hold 128 * (E + 127) (bits 7-14) and m's index * 16 (bits 4-6):
+    // point 3's table row and shift.
+    const uint32_t ab = c >= 8u ? (c << 20) + (120u << 23) : f2u(f_mul((float)c, 0.001953125f));
+    const uint32_t ab2 = prmt_b32(ab, 0, 0x3232u);
+    const uint4 q = nvfp4_bf16_tbl_row(tbl, ab2 & 0x70u);
+    const uint32_t e2 = ab2 & 0x7f807f80u;
+    uint32_t bn[7];
+    bn[0] = q.x - e2, bn[1] = q.y - e2, bn[2] = q.z - e2, bn[3] = q.w - e2;
+    bn[4] = bn[2] - 0x00800080u, bn[5] = bn[3] - 0x00800080u, bn[6] = bn[2] - 0x01000100u;
+    uint32_t w[8];
+#pragma unroll
+    for (int h = 0; h < 8; h++) w[h] = nvfp4_bf16_pair(x[h], ax[h], bn);
+    packed[0] = nvfp4_bf16_pack4(w[0], w[1], w[2], w[3]);
+    packed[1] = nvfp4_bf16_pack4(w[4], w[5], w[6], w[7]);
+    if (c == 0) packed[0] = packed[1] = 0; // sf == 0: every code 0 (the breakpoints are junk)
+}
+// nvfp4_quant_group16 of the block x (8 raw BF16 words), given ax and kk from nvfp4_bf16_keys
+// (kk maybe kept from an earlier pass), q = nvfp4_bf16_g_of(g) and the table of |g|, when
+// nvfp4_bf16_ok(q, kk); otherwise the result is meaningless (but computed without any
+// out-of-range access) and the caller redoes the block with nvfp4_quant_group16_raw_bf16:
+// the kernels do that after their unrolled loops, so that the rare float path does not
+// take registers from the common one.
+DSV4_HD bool nvfp4_bf16_ok(const nvfp4_bf16_g &q, uint32_t kk) { return q.fast && kk <= 0x7f80ffffu; }
+DSV4_HD uint32_t nvfp4_quant_group16_bf16(const uint32_t x[8], const uint32_t ax[8], uint32_t kk,
+                                          const nvfp4_bf16_g &q, nvfp4_bf16_tbl tbl, uint32_t packed[2]) {
+    const uint32_t c = nvfp4_bf16_scale(kk, q.G); // a NaN amax clamps to 8192: c = 0x7e
+    nvfp4_bf16_payload(x, ax, c, tbl, packed);
+    return c | q.sgn;
+}
+// The float path for a raw BF16 block (any values, any g).
+DSV4_HD uint32_t nvfp4_quant_group16_raw_bf16(const uint32_t x[8], float g, uint32_t packed[2]) {
+    float v[16];
+#pragma unroll
+    for (int k = 0; k < 8; k++) v[2 * k] = u2f(x[k] << 16), v[2 * k + 1] = u2f(x[k] & 0xffff0000u);
+    return nvfp4_quant_group16_fast(v, g, packed);
+}
+
 // Byte offset of the scale of (row r, k-block c): linear [rows, kb] or 128x4 swizzled.
 DSV4_HD int64_t nvfp4_sf_index(int swizzled, int64_t r, int64_t c, int64_t kb) {
     if (!swizzled) return r * kb + c;
@@ -305,8 +598,9 @@ __device__ __forceinline__ void unpack16(const uint32_t w[RAW_WORDS(DT)], float 
 // wants) until the grid has ROW_THREADS_TARGET threads anyway, then fewer threads per row
 // with more groups each, down to a warp per row: more bytes in flight per thread, fewer
 // blocks, and the row reductions become warp shuffles. 2^18 gives 4096 rows 64 threads
-// (K = 4096 BF16: 4 groups = 128 bytes in flight per thread, 73 registers, 3 blocks per SM)
-// and 8192+ rows a warp (8 groups, 128 registers, 2 blocks per SM): unmeasured guesses,
+// (K = 4096 BF16: 4 groups = 128 bytes in flight per thread; the quantize kernel is held to
+// 64 registers there, 4 blocks per SM) and 8192+ rows a warp (8 groups, 128 registers, 2
+// blocks per SM): unmeasured guesses,
 // A/B them with DSV4_ROW_THREADS=32|64|128|256, which forces one (tests: every layout).
 #define ROW_THREADS_TARGET (1 << 18)
 static inline int row_threads(int64_t rows) {

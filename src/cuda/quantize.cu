@@ -10,8 +10,9 @@
 // atomic, no memset and no second synchronisation point, and the result repeats bit for bit.
 // A tensor of at most SMALL_TENSOR elements (a decode step's activation) skips the partial
 // kernel: every block reduces the whole tensor (<= 64 KB of BF16, from L2) itself, so the
-// mode costs one launch there. The per-element math is nvfp4_quant_group16_fast
-// (division-free, bit-identical to the reference form).
+// mode costs one launch there. The per-block math is bit-identical to the reference form
+// nvfp4_quant_group16: nvfp4_quant_group16_bf16 for BF16 rows (two elements per integer op,
+// ~11 instructions per element), nvfp4_quant_group16_amax for fp32 rows.
 #include <limits.h>
 
 #include "cuda/common.cuh"
@@ -21,6 +22,18 @@
 #define QUANT_THREADS 256
 #define MAX_PARTIALS (DSV4_CUDA_QUANTIZE_WORKSPACE_BYTES / 4)
 #define SMALL_TENSOR 32768
+
+// amax16 of a raw group (BF16: from its largest key, nvfp4_bf16_kmax).
+template <int DT>
+__device__ __forceinline__ float group_amax(const uint32_t w[RAW_WORDS(DT)]) {
+    if constexpr (DT == DT_BF16) {
+        return nvfp4_bf16_amax(w, nvfp4_bf16_kmax(w));
+    } else {
+        float v[16];
+        unpack16<DT>(w, v);
+        return amax16(v);
+    }
+}
 
 // Partial amax of n16 16-element groups: block b writes partial[b]. NaN is ignored. Each
 // thread issues AMAX_UNROLL groups' loads before it reduces them. The tensor is walked from
@@ -41,9 +54,7 @@ __global__ void __launch_bounds__(QUANT_THREADS) k_amax_partial(const void *x, i
 #pragma unroll
         for (int u = 0; u < AMAX_UNROLL; u++) {
             if (g0 + u * stride >= n16) break;
-            float v[16];
-            unpack16<DT>(w[u], v);
-            m = f_max_nan_ignored(m, amax16(v));
+            m = f_max_nan_ignored(m, group_amax<DT>(w[u]));
         }
     }
     m = block_reduce(m, sh, 1);
@@ -57,25 +68,38 @@ __global__ void __launch_bounds__(QUANT_THREADS) k_amax_partial(const void *x, i
 // block amaxes it kept. Longer rows take several passes (DYNAMIC_TOKEN then reads the row
 // twice, the second time mostly from L1/L2). Rows past M of the last block are padding rows
 // of the swizzled layout (scales written zero) or, in the linear layout, nothing.
+// BF16 rows go through nvfp4_quant_group16_bf16 (two elements per integer op) with the
+// breakpoint table of their g, which each warp builds in shared memory (one entry a lane);
+// F32 rows through nvfp4_quant_group16_amax.
+// Thread t's group t + j*TPR has its scale byte sf_step*j bytes and its payload 8*TPR*j bytes
+// after its first one (TPR is a multiple of 4, so the 128x4 swizzle only moves j's part by
+// whole 512-byte tiles), so the stores take a constant offset per slot.
+// Blocks per SM the BF16 kernels are register-bound for: 4 at S <= 4 (64 registers; S = 4,
+// the 4096-row layout, then keeps ~5 words a group in L1 spill slots, where an unbound build
+// takes 74 registers and 3 blocks: an A/B to run), 2 at S = 8 (128). fp32: 0, no bound (1
+// would let ptxas spend up to 255 registers).
+#define QUANT_MIN_BLOCKS(DT, S) ((DT) == DT_F32 ? 0 : (S) <= 4 ? 4 : 2)
 template <int DT, int TPR, int S>
-__global__ void __launch_bounds__(QUANT_THREADS) k_quantize_rows(const void *x, int64_t M, int64_t K, nvfp4_dst d,
-                                                                  const float *partial, int n_partial) {
+__global__ void __launch_bounds__(QUANT_THREADS, QUANT_MIN_BLOCKS(DT, S))
+    k_quantize_rows(const void *x, int64_t M, int64_t K, nvfp4_dst d, const float *partial, int n_partial) {
     pdl_launch_dependents();
     pdl_wait(); // PDL: see common.cuh
-    constexpr int RPB = QUANT_THREADS / TPR, NW = TPR / 32;
+    constexpr int RPB = QUANT_THREADS / TPR, NW = TPR / 32, STEP = TPR * S, ES = DT == DT_F32 ? 4 : 2;
     __shared__ float sh[33];
+    __shared__ __align__(16) uint32_t tbl[DT == DT_BF16 ? QUANT_THREADS / 32 : 1][32]; // BF16: a table per warp
     const int t = threadIdx.x % TPR, warp = threadIdx.x / 32;
-    const int64_t r0 = (int64_t)blockIdx.x * RPB, r = r0 + threadIdx.x / TPR, kb = K / 16;
+    const int64_t r0 = (int64_t)blockIdx.x * RPB, r = r0 + threadIdx.x / TPR;
+    const int kb = (int)(K / 16); // the launcher checks that it fits
     if (r0 >= M) { // a block of padding rows only
         nvfp4_zero_pad_n(&d, r, kb, 1, t, TPR);
         return;
     }
     const bool real = r < M; // warp-uniform (TPR >= 32); every thread stays for the barriers
-    const void *xr = (const char *)x + (real ? r : 0) * K * (DT == DT_F32 ? 4 : 2);
-    const int64_t step = (int64_t)TPR * S;
-    const bool one_pass = kb <= step;
+    // this thread's first group; slot j of the pass at group `base` is group base + t + j*TPR
+    const char *xt = (const char *)x + ((real ? r : 0) * K + (int64_t)t * 16) * ES;
     uint32_t w[S][RAW_WORDS(DT)];
-    float ga[S]; // DYNAMIC_TOKEN, one pass: each group's amax
+    float ga[S];    // F32, DYNAMIC_TOKEN, one pass: each group's amax
+    uint32_t gk[S]; // BF16, DYNAMIC_TOKEN, one pass: each group's largest key (nvfp4_bf16_kmax)
     float s;
     if (d.mode == 0) { // STATIC
         s = d.scale[0];
@@ -86,29 +110,32 @@ __global__ void __launch_bounds__(QUANT_THREADS) k_quantize_rows(const void *x, 
         } else { // small tensor: the whole amax here (max is order-free, so every block agrees)
             for (int64_t gi = threadIdx.x; gi < M * kb; gi += blockDim.x) {
                 uint32_t u[RAW_WORDS(DT)];
-                float v[16];
                 load_raw16<DT>(x, gi * 16, u);
-                unpack16<DT>(u, v);
-                m = f_max_nan_ignored(m, amax16(v));
+                m = f_max_nan_ignored(m, group_amax<DT>(u));
             }
         }
         s = nvfp4_dynamic_scale(block_reduce(m, sh, 1));
         if (blockIdx.x == 0 && threadIdx.x == 0) d.scale[0] = s;
     } else { // DYNAMIC_TOKEN
         float m = 0.0f;
-        for (int64_t base = 0; real && base < kb; base += step) {
+        for (int base = 0; real && base < kb; base += STEP) {
 #pragma unroll
             for (int j = 0; j < S; j++)
-                if (base + t + j * TPR < kb) load_raw16<DT>(xr, (base + t + j * TPR) * 16, w[j]);
+                if (base + t + j * TPR < kb) load_raw16<DT>(xt, (int64_t)(base + j * TPR) * 16, w[j]);
 #pragma unroll
             for (int j = 0; j < S; j++) {
-                ga[j] = 0.0f;
+                float a = 0.0f;
                 if (base + t + j * TPR < kb) {
-                    float v[16];
-                    unpack16<DT>(w[j], v);
-                    ga[j] = amax16(v);
+                    if constexpr (DT == DT_BF16) {
+                        gk[j] = nvfp4_bf16_kmax(w[j]);
+                        a = nvfp4_bf16_amax(w[j], gk[j]);
+                    } else {
+                        float v[16];
+                        unpack16<DT>(w[j], v);
+                        a = ga[j] = amax16(v);
+                    }
                 }
-                m = f_max_nan_ignored(m, ga[j]);
+                m = f_max_nan_ignored(m, a);
             }
         }
 #pragma unroll
@@ -128,23 +155,53 @@ __global__ void __launch_bounds__(QUANT_THREADS) k_quantize_rows(const void *x, 
         return;
     }
     const float g = f_div(1.0f, s);
-    const bool have = d.mode == 2 && one_pass; // the row is still in w[], its amaxes in ga[]
-    for (int64_t base = 0; base < kb; base += step) {
+    const bool have = d.mode == 2 && kb <= STEP; // one pass: the row is still in w[], its amaxes in ga[] / gk[]
+    const nvfp4_bf16_g q = nvfp4_bf16_g_of(g); // BF16: q.fast is uniform over the row
+    if (DT == DT_BF16) { // (a junk table for a g outside the BF16 path: its blocks are redone)
+        tbl[warp][threadIdx.x % 32] = nvfp4_bf16_bp_entry(q.fast ? q.G : 1.0f, threadIdx.x % 32);
+        __syncwarp();
+    }
+    const nvfp4_bf16_tbl tb = nvfp4_bf16_tbl_shared(tbl[DT == DT_BF16 ? warp : 0]);
+    uint8_t *sfp = d.sf + nvfp4_sf_index(d.swizzled, r, t, kb);
+    const int sf_step = d.swizzled ? TPR * 128 : TPR;
+    uint2 *qp = (uint2 *)(d.q + r * (K / 2)) + t;
+    for (int base = 0; base < kb; base += STEP, xt += STEP * 16 * ES, sfp += S * sf_step, qp += STEP) {
+        const int rem = kb - base - t; // this pass holds slots j < nj
+        const int nj = rem > TPR * (S - 1) ? S : rem <= 0 ? 0 : (rem + TPR - 1) / TPR;
         if (!have) {
 #pragma unroll
             for (int j = 0; j < S; j++)
-                if (base + t + j * TPR < kb) load_raw16<DT>(xr, (base + t + j * TPR) * 16, w[j]);
+                if (j < nj) load_raw16<DT>(xt, j * TPR * 16, w[j]);
         }
+        uint32_t redo = 0; // BF16: bit j set for a slot the BF16 path cannot do (a NaN, or g)
 #pragma unroll
         for (int j = 0; j < S; j++) {
-            const int64_t c = base + t + j * TPR;
-            if (c >= kb) break;
-            float v[16];
-            unpack16<DT>(w[j], v);
-            uint32_t packed[2];
-            const uint32_t sc = nvfp4_quant_group16_amax(v, have ? ga[j] : amax16(v), g, packed);
-            d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)sc;
-            *(uint2 *)(d.q + r * (K / 2) + c * 8) = make_uint2(packed[0], packed[1]);
+            if (j >= nj) break;
+            uint32_t packed[2], sc;
+            if constexpr (DT == DT_BF16) {
+                uint32_t ax[8];
+                const uint32_t km = nvfp4_bf16_keys(w[j], ax), kk = have ? gk[j] : km;
+                sc = nvfp4_quant_group16_bf16(w[j], ax, kk, q, tb, packed);
+                redo |= nvfp4_bf16_ok(q, kk) ? 0u : 1u << j;
+            } else {
+                float v[16];
+                unpack16<DT>(w[j], v);
+                sc = nvfp4_quant_group16_amax(v, have ? ga[j] : amax16(v), g, packed);
+            }
+            sfp[j * sf_step] = (uint8_t)sc;
+            qp[j * TPR] = make_uint2(packed[0], packed[1]);
+        }
+        // Those again through the float path, from memory (this thread's own stores above are
+        // overwritten in program order).
+        if constexpr (DT == DT_BF16) {
+#pragma unroll 1
+            for (int j = 0; redo; j++, redo >>= 1) {
+                if (!(redo & 1u)) continue;
+                uint32_t u[8], packed[2];
+                load_raw16<DT>(xt, j * TPR * 16, u);
+                sfp[j * sf_step] = (uint8_t)nvfp4_quant_group16_raw_bf16(u, g, packed);
+                qp[j * TPR] = make_uint2(packed[0], packed[1]);
+            }
         }
     }
     nvfp4_zero_pad_n(&d, r, kb, 0, t, TPR);
@@ -169,7 +226,7 @@ extern "C" dsv4_status dsv4_cuda_quantize_nvfp4(cudaStream_t stream, const void 
                                                 void *workspace) {
     if (!out || !x || !out->q || !out->sf || !out->scale)
         return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "quantize_nvfp4: NULL argument");
-    if (M < 0 || K <= 0 || K % 16 || M > INT_MAX / 2 || K > INT64_MAX / 4 / (M > 0 ? M : 1))
+    if (M < 0 || K <= 0 || K % 16 || M > INT_MAX / 2 || K / 16 > INT_MAX / 2 || K > INT64_MAX / 4 / (M > 0 ? M : 1))
         return dsv4_fail(DSV4_ERR_SHAPE, "quantize_nvfp4: bad shape [%lld, %lld] (K must be a positive multiple of 16)",
                          (long long)M, (long long)K);
     if ((dtype != DSV4_CUDA_F32 && dtype != DSV4_CUDA_BF16) || (int)out->mode < 0 ||
@@ -218,4 +275,41 @@ extern "C" uint8_t dsv4_cuda_host_quant_group16_fast(const float v[16], float g,
     uint8_t s = (uint8_t)nvfp4_quant_group16_fast(v, g, w);
     for (int i = 0; i < 8; i++) packed[i] = (uint8_t)(w[i / 4] >> (8 * (i % 4)));
     return s;
+}
+// The BF16 path (nvfp4_quant_group16_bf16 with the table of g built as the kernels do).
+extern "C" uint8_t dsv4_cuda_host_quant_group16_bf16(const uint16_t v[16], float g, uint8_t packed[8]) {
+    uint32_t x[8], ax[8], w[2];
+    alignas(16) uint32_t tbl[32];
+    for (int h = 0; h < 8; h++) x[h] = v[2 * h] | ((uint32_t)v[2 * h + 1] << 16);
+    const nvfp4_bf16_g q = nvfp4_bf16_g_of(g);
+    for (int i = 0; i < 32; i++) tbl[i] = nvfp4_bf16_bp_entry(q.fast ? q.G : 1.0f, i);
+    const uint32_t kk = nvfp4_bf16_keys(x, ax);
+    uint8_t s = (uint8_t)nvfp4_quant_group16_bf16(x, ax, kk, q, nvfp4_bf16_tbl{0, tbl}, w);
+    if (!nvfp4_bf16_ok(q, kk)) s = (uint8_t)nvfp4_quant_group16_raw_bf16(x, g, w);
+    for (int i = 0; i < 8; i++) packed[i] = (uint8_t)(w[i / 4] >> (8 * (i % 4)));
+    return s;
+}
+extern "C" void dsv4_cuda_host_bf16_payload(const uint16_t *v, int64_t n16, float g, uint8_t code, uint8_t *packed) {
+    alignas(16) uint32_t tbl[32];
+    for (int i = 0; i < 32; i++) tbl[i] = nvfp4_bf16_bp_entry(f_abs(g), i);
+    for (int64_t b = 0; b < n16; b++) {
+        uint32_t x[8], ax[8], w[2];
+        for (int h = 0; h < 8; h++) x[h] = v[16 * b + 2 * h] | ((uint32_t)v[16 * b + 2 * h + 1] << 16);
+        (void)nvfp4_bf16_keys(x, ax);
+        nvfp4_bf16_payload(x, ax, code & 0x7fu, nvfp4_bf16_tbl{0, tbl}, w);
+        for (int i = 0; i < 8; i++) packed[8 * b + i] = (uint8_t)(w[i / 4] >> (8 * (i % 4)));
+    }
+}
+extern "C" uint8_t dsv4_cuda_host_bf16_scale(uint16_t amax_bits, float g) {
+    return (uint8_t)(nvfp4_bf16_scale((uint32_t)amax_bits * 0x10001u, f_abs(g)) | ((f2u(g) >> 24) & 0x80u));
+}
+extern "C" uint8_t dsv4_cuda_host_e4m3_div6(float x) { return (uint8_t)e4m3_code_nonneg(nvfp4_div6(x)); }
+extern "C" uint16_t dsv4_cuda_host_bf16_breakpoint(float g, int i) {
+    return (uint16_t)(0x8000u + (127u << 7) - (nvfp4_bf16_bp_entry(f_abs(g), i) & 0xffffu));
+}
+extern "C" int dsv4_cuda_host_bf16_fast_g(float g) { return nvfp4_bf16_fast_g(g); }
+extern "C" void dsv4_cuda_host_bf16_encode16(const float v[16], uint16_t out[16]) {
+    uint32_t b[8];
+    bf16_encode16(v, b);
+    for (int i = 0; i < 16; i++) out[i] = (uint16_t)(b[i / 2] >> (16 * (i % 2)));
 }

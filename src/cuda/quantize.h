@@ -50,10 +50,23 @@ uint8_t dsv4_cuda_host_e2m1_encode(float x);
 uint8_t dsv4_cuda_host_e4m3_encode(float x);
 float dsv4_cuda_host_e4m3_decode(uint8_t code);
 uint16_t dsv4_cuda_host_bf16_encode(float x);
+/* bf16_encode16: 16 at once, as the fused RMSNorm rounds its output (nvfp4.cuh). */
+void dsv4_cuda_host_bf16_encode16(const float v[16], uint16_t out[16]);
 /* One 16-block: returns the scale code, writes 8 packed bytes. */
 uint8_t dsv4_cuda_host_quant_group16(const float v[16], float g, uint8_t packed[8]);
 /* The same through the division-free form the kernels use (nvfp4_quant_group16_fast). */
 uint8_t dsv4_cuda_host_quant_group16_fast(const float v[16], float g, uint8_t packed[8]);
+/* The BF16 form (nvfp4_quant_group16_bf16, nvfp4.cuh) on 16 bf16 bit patterns, and its parts:
+ * the payloads of n16 NaN-free blocks under one scale code (its sign ignored: the quantizer's
+ * scale always has that of g), the scale code from the bits of a block's amax, e4m3_encode(x / 6)
+ * as the scale computes it (x in [0, 8192]), key i (0..31) of the breakpoint table of g, and
+ * whether g takes that path at all. */
+uint8_t dsv4_cuda_host_quant_group16_bf16(const uint16_t v[16], float g, uint8_t packed[8]);
+void dsv4_cuda_host_bf16_payload(const uint16_t *v, int64_t n16, float g, uint8_t code, uint8_t *packed);
+uint8_t dsv4_cuda_host_bf16_scale(uint16_t amax_bits, float g);
+uint8_t dsv4_cuda_host_e4m3_div6(float x);
+uint16_t dsv4_cuda_host_bf16_breakpoint(float g, int i);
+int dsv4_cuda_host_bf16_fast_g(float g);
 
 #ifdef __cplusplus
 }
