@@ -32,6 +32,18 @@ __device__ __forceinline__ float swiglu_as_cpu(float g, float u, float limit) {
     return f_mul(f_div(gi, f_add(1.0f, moe_expf(-gi))), ui);
 }
 
+// Gate and up of elements i0 + j·stride, j < SWIGLU_UNROLL, all loads issued before any use (a
+// decode step has few rows, so the time is memory round trips); 0 past the row.
+__device__ __forceinline__ void load_gate_up(const void *h, int h_dtype, int64_t hg, int64_t hu, int inter, int i0,
+                                             int stride, float gv[SWIGLU_UNROLL], float uv[SWIGLU_UNROLL]) {
+#pragma unroll
+    for (int j = 0; j < SWIGLU_UNROLL; j++) {
+        const int i = i0 + j * stride;
+        gv[j] = i < inter ? load_elem(h, h_dtype, hg + i) : 0.0f;
+        uv[j] = i < inter ? load_elem(h, h_dtype, hu + i) : 0.0f;
+    }
+}
+
 __global__ void __launch_bounds__(SWIGLU_THREADS)
     k_moe_swiglu(const void *h, int h_dtype, int64_t rows, int inter, float limit, const int32_t *n_rows, void *out,
                  int out_dtype, nvfp4_dst d, const int32_t *tile_expert, int tile) {
@@ -49,18 +61,11 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
     // owned by no expert (-1), is past offsets[E] (a multiple of tile) and is not in use
     if (tile_expert && (r / tile >= rows / tile || (expert = tile_expert[r / tile]) < 0)) return;
     const int64_t hg = r * 2 * inter, hu = hg + inter; // element offsets of this row's halves
-    // The loops below load SWIGLU_UNROLL elements' gate and up before using any: a decode step
-    // has few rows, so the time is memory round trips, and this makes them overlap.
     if (!d.q) { // blockIdx.y splits the row (the plain path has no row-wide amax)
         const int stride = SWIGLU_THREADS * gridDim.y;
         for (int i0 = blockIdx.y * SWIGLU_THREADS + threadIdx.x; i0 < inter; i0 += SWIGLU_UNROLL * stride) {
             float gv[SWIGLU_UNROLL], uv[SWIGLU_UNROLL];
-#pragma unroll
-            for (int j = 0; j < SWIGLU_UNROLL; j++) {
-                const int i = i0 + j * stride;
-                gv[j] = i < inter ? load_elem(h, h_dtype, hg + i) : 0.0f;
-                uv[j] = i < inter ? load_elem(h, h_dtype, hu + i) : 0.0f;
-            }
+            load_gate_up(h, h_dtype, hg, hu, inter, i0, stride, gv, uv);
 #pragma unroll
             for (int j = 0; j < SWIGLU_UNROLL; j++)
                 if (i0 + j * stride < inter) store_elem(out, out_dtype, r * inter + i0 + j * stride, swiglu_as_cpu(gv[j], uv[j], limit));
@@ -72,12 +77,7 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
         float amax = 0.0f;
         for (int i0 = threadIdx.x; i0 < inter; i0 += SWIGLU_UNROLL * SWIGLU_THREADS) {
             float gv[SWIGLU_UNROLL], uv[SWIGLU_UNROLL];
-#pragma unroll
-            for (int j = 0; j < SWIGLU_UNROLL; j++) {
-                const int i = i0 + j * SWIGLU_THREADS;
-                gv[j] = i < inter ? load_elem(h, h_dtype, hg + i) : 0.0f;
-                uv[j] = i < inter ? load_elem(h, h_dtype, hu + i) : 0.0f;
-            }
+            load_gate_up(h, h_dtype, hg, hu, inter, i0, SWIGLU_THREADS, gv, uv);
 #pragma unroll
             for (int j = 0; j < SWIGLU_UNROLL; j++) {
                 const int i = i0 + j * SWIGLU_THREADS;
@@ -117,12 +117,7 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
         float amax = 0.0f;
         for (int i0 = threadIdx.x; i0 < inter; i0 += SWIGLU_UNROLL * SWIGLU_THREADS) {
             float gv[SWIGLU_UNROLL], uv[SWIGLU_UNROLL];
-#pragma unroll
-            for (int j = 0; j < SWIGLU_UNROLL; j++) {
-                const int i = i0 + j * SWIGLU_THREADS;
-                gv[j] = i < inter ? load_elem(h, h_dtype, hg + i) : 0.0f;
-                uv[j] = i < inter ? load_elem(h, h_dtype, hu + i) : 0.0f;
-            }
+            load_gate_up(h, h_dtype, hg, hu, inter, i0, SWIGLU_THREADS, gv, uv);
 #pragma unroll
             for (int j = 0; j < SWIGLU_UNROLL; j++) // padding lanes give swiglu(0, 0) = 0: no effect on amax
                 amax = f_max_nan_ignored(amax, f_abs(swiglu_as_cpu(gv[j], uv[j], limit)));

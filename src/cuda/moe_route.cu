@@ -200,6 +200,20 @@ extern "C" dsv4_status dsv4_cuda_moe_router(cudaStream_t stream, const dsv4_cuda
 
 // ---------------------------------------------------------------- permutation
 
+// The expert owning layout row r < off[E]: the largest e with off[e] <= r (an empty expert's
+// offset equals the next one's, so it never owns a row).
+__device__ __forceinline__ int row_owner(const int *off, int E, int r) {
+    int lo = 0, hi = E - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (off[mid] <= r)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
 // With `k` > 0 (n_pairs <= PLACE_FUSED_PAIRS, a decode step) the kernel also does
 // k_moe_place's work: a pair's rank among its expert's pairs is the count of earlier pairs
 // with the same expert (the same ascending-pair order), so the layout costs one launch.
@@ -266,19 +280,7 @@ __global__ void __launch_bounds__(COUNT_THREADS)
     for (int e = threadIdx.x; e <= E; e += blockDim.x) offsets[e] = off[e];
     for (int i = threadIdx.x; i < max_tiles; i += blockDim.x) {
         const int r = i * tile;
-        int owner = -1;
-        if (r < off[E]) { // the largest e with off[e] <= r; empty experts cannot own a row
-            int lo = 0, hi = E - 1;
-            while (lo < hi) {
-                const int mid = (lo + hi + 1) / 2;
-                if (off[mid] <= r)
-                    lo = mid;
-                else
-                    hi = mid - 1;
-            }
-            owner = lo;
-        }
-        tile_expert[i] = owner;
+        tile_expert[i] = r < off[E] ? row_owner(off, E, r) : -1;
     }
     if (k > 0) { // the place step (k_moe_place) for a few pairs
         for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
@@ -292,16 +294,9 @@ __global__ void __launch_bounds__(COUNT_THREADS)
         }
         for (int r = threadIdx.x; r < max_rows; r += blockDim.x) { // padding rows and the tail
             bool pad = r >= off[E];
-            if (!pad) { // the expert owning row r (the largest e with off[e] <= r)
-                int lo = 0, hi = E - 1;
-                while (lo < hi) {
-                    const int mid = (lo + hi + 1) / 2;
-                    if (off[mid] <= r)
-                        lo = mid;
-                    else
-                        hi = mid - 1;
-                }
-                pad = r >= off[lo] + cnt[lo];
+            if (!pad) {
+                const int e = row_owner(off, E, r);
+                pad = r >= off[e] + cnt[e];
             }
             if (pad) row_token[r] = -1;
         }
