@@ -290,10 +290,12 @@ static void run_matrix(const int64_t (*shapes)[3], int nshapes, dsv4_cuda_linear
 
 TEST(gpu_linear_decode_matches_cpu_reference) {
     if (!gpu_present()) SKIP("no GPU");
-    /* M = 1, odd M, M up to 64; N off the tile; K % 64 != 0; K large enough to split */
-    const int64_t shapes[][3] = {{1, 64, 128},  {1, 200, 4096}, {3, 129, 96},  {5, 70, 1056},
-                                 {16, 300, 1024}, {33, 77, 512}, {64, 257, 2048}, {2, 2048, 4096}};
-    run_matrix(shapes, 8, DSV4_LINEAR_DECODE, 1000);
+    /* M = 1, odd M, M up to 64; N off the tile; K % 64 != 0; K large enough to split; N large
+     * enough that a CTA runs several items (one token's activations prefetched across items),
+     * with a K tail */
+    const int64_t shapes[][3] = {{1, 64, 128},    {1, 200, 4096}, {3, 129, 96},    {5, 70, 1056},  {16, 300, 1024},
+                                 {33, 77, 512},   {64, 257, 2048}, {2, 2048, 4096}, {1, 20000, 1024}, {1, 20000, 1056}};
+    run_matrix(shapes, 10, DSV4_LINEAR_DECODE, 1000);
 }
 
 TEST(gpu_linear_prefill_matches_cpu_reference) {

@@ -436,7 +436,8 @@ TEST(gpu_moe_permute_matches_cpu_layout) {
         {1, 6, 256, 128, 0}, {7, 6, 256, 128, 0}, {4096, 6, 256, 128, 0}, {4096, 8, 384, 64, 0},
         {7, 4, 16, 1, 0},    {4096, 4, 16, 16, 0}, {4096, 6, 256, 128, 1} /* all to one */,
         {513, 4, 16, 8, 2} /* hash duplicates, dropped ids */, {3, 6, 256, 128, 3} /* 250+ empty experts */,
-        {20, 4, 16, 8, 2} /* the same, few pairs: count and place in one kernel */, {85, 6, 256, 1, 0}};
+        {20, 4, 16, 8, 2} /* the same, few pairs: count and place in one kernel */, {85, 6, 256, 1, 0},
+        {128, 4, 256, 1, 0} /* 512 pairs: still one kernel */, {171, 3, 256, 1, 0} /* 513: two */};
     uint64_t rng = 31;
     char msg[512];
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {

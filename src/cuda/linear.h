@@ -36,9 +36,8 @@ typedef struct dsv4_cuda_weight {
 } dsv4_cuda_weight;
 
 /* Bytes every device weight allocation keeps after its scale table: the decode kernel copies
- * a lane's scale bytes inside their aligned 4-byte word with the copy cut after the last wanted
- * byte, so nothing past the table is read today; the tail is a margin for kernels that read
- * whole words. Allocators of stacked weights add it too. */
+ * the whole aligned 4-byte word holding a lane's scale bytes, which may reach up to 3 bytes past
+ * the table. Allocators of stacked weights add it too. */
 #define DSV4_CUDA_WEIGHT_TAIL 16
 
 /* Copies a host weight (e.g. mmapped checkpoint bytes) to one device allocation. Validates the

@@ -202,8 +202,8 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], 
 // Addressing. Per item a lane keeps one 64-bit pointer per chunk (its row at the warp's first
 // K step) and a step adds a compile-time multiple of its index, so a step's copies cost two
 // integer operations each. The lane's scale bytes (fp4) sit at the same offset sh in their
-// aligned 4-byte word for all its rows and steps (its rows are 8 apart and a step moves 8 or
-// 16 scale bytes), so the whole word is copied (DSV4_CUDA_WEIGHT_TAIL keeps the last word
+// aligned 4-byte word for all its rows and steps (its rows are 8 apart and a ring step moves
+// 32 (NVFP4) or 16 (MXFP4) scale bytes), so the whole word is copied (DSV4_CUDA_WEIGHT_TAIL keeps the last word
 // inside the allocation) and a byte permute with a per-item selector picks them. Chunks at or
 // past the split's K end (only in the last split's last step when K is not a multiple of the
 // step) are zero-filled (src-size 0) and their activations are zero. Rows past N (the last
@@ -395,8 +395,8 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
         const int row_base = it.row_base, y_begin = it.y_begin, m_count = it.m_count;
         const float factor = p.out_scale * (GROUPED && p.grp.group_scale ? p.grp.group_scale[it.grp] : 1.0f);
 
-        // the element offset of this lane's activation chunk at step 0 per token tile (x rows
-        // and K are small enough for 32 bits: M <= 64 rows per group, row_token < 2^31 / K)
+        // the element offset of this lane's activation chunk at step 0 per token tile (x has
+        // fewer than 2^32 elements: checked by the launchers)
         uint32_t xo[S::kNT];
         bool has[S::kNT];
 #pragma unroll
@@ -650,9 +650,10 @@ static dsv4_status launch_fmt(int act, const LinearParams &p, int splits, cudaSt
 
 dsv4_status linear_decode_launch(int fmt, int act, const LinearParams &p, int splits, cudaStream_t s) {
     if (p.grouped && splits != 1) return dsv4_fail(DSV4_ERR_INTERNAL, "linear_decode: grouped mode has no split-K");
-    // the kernel keeps byte offsets inside one weight in 32 bits
-    if ((fmt == LIN_FP8 ? p.N * p.K : p.N * p.K / 2) >= ((int64_t)1 << 32))
-        return dsv4_fail(DSV4_ERR_UNSUPPORTED, "linear_decode: weight [%lld, %lld] is 4 GB or more", (long long)p.N,
+    // the kernel keeps element offsets into x in 32 bits (dense: x is [M, K]; grouped calls
+    // check their x rows in dsv4_cuda_moe_grouped_linear)
+    if (!p.grouped && p.M * p.K >= ((int64_t)1 << 32))
+        return dsv4_fail(DSV4_ERR_UNSUPPORTED, "linear_decode: x [%lld, %lld] has 2^32 elements or more", (long long)p.M,
                          (long long)p.K);
     switch (fmt) {
     case LIN_NVFP4: return launch_fmt<LIN_NVFP4>(act, p, splits, s);

@@ -102,6 +102,11 @@ extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const d
         if (!decode_ok || !a->active || !a->n_active || a->max_active < 1)
             return dsv4_fail(DSV4_ERR_UNSUPPORTED, "moe_grouped_linear: the decode path needs K %% 32 == 0 (K = %lld) and "
                              "the active list", (long long)w->cols);
+        // the kernel's 32-bit element offsets into x: its rows are layout rows or, gathered,
+        // tokens (fewer than the layout rows)
+        if (a->rows * w->cols >= ((int64_t)1 << 32))
+            return dsv4_fail(DSV4_ERR_UNSUPPORTED, "moe_grouped_linear: the decode path takes x below 2^32 elements "
+                             "(%lld rows x %lld)", (long long)a->rows, (long long)w->cols);
         // the token bucket: groups with more rows than the bucket loop inside the CTA
         p.M = a->bound < DSV4_CUDA_LINEAR_DECODE_MAX_M ? a->bound : DSV4_CUDA_LINEAR_DECODE_MAX_M;
         // (the decode kernel applies the power of two its exact BF16 expansion leaves itself)

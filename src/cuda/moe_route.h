@@ -50,8 +50,9 @@ dsv4_status dsv4_cuda_moe_router(cudaStream_t stream, const dsv4_cuda_router_cfg
  * `out` sized for dsv4_moe_max_rows(T, k, E, tile) rows; every entry of every array is
  * written, equal to dsv4_cpu_moe_permute's. Deterministic: counting uses shared-memory
  * atomics (integer sums, order-free), and placement is a separate pass in which the block
- * of expert e ranks e's pairs in ascending pair order with warp ballots.
- * Two launches (count + offsets, 1 block; place, E + 1 blocks). E <= DSV4_CUDA_MOE_MAX_EXPERTS,
+ * of expert e ranks e's pairs in ascending pair order with warp ballots: two launches (count +
+ * offsets, 1 block; place, E + 1 blocks). Up to 512 pairs the count kernel places them itself
+ * (a pair's rank: the earlier pairs with the same expert), one launch. E <= DSV4_CUDA_MOE_MAX_EXPERTS,
  * T = 0 still launches (the layout is then all padding). Errors name "moe_permute";
  * T·k must fit in int32 with the padding (dsv4_moe_max_rows >= 0). */
 dsv4_status dsv4_cuda_moe_permute(cudaStream_t stream, const int32_t *idx, int T, int k, int E, int tile,

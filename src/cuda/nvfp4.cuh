@@ -243,8 +243,8 @@ DSV4_HD uint32_t nvfp4_quant_group16_fast(const float v[16], float g, uint32_t p
 // ---------------------------------------------------------------- BF16 blocks, two elements per op
 //
 // nvfp4_quant_group16 again, bit for bit, for a block of 16 BF16 values given as their 8
-// raw little-endian words (the quantize kernels' input and the fused RMSNorm's BF16-rounded
-// output). It never unpacks: it works on the 15-bit magnitude keys (the bf16 bits without
+// raw little-endian words (the quantize kernels' input; the fused RMSNorm kernel keeps the
+// float form, see docs/gpu-core.md). It never unpacks: it works on the 15-bit magnitude keys (the bf16 bits without
 // the sign), two per 32-bit word: ~17 instructions per word and ~40 per block (amax, scale,
 // breakpoints), about 11 per element in the kernels with their loads and stores, against ~32
 // for the float form (nvfp4_quant_group16_amax; SASS of k_quantize_rows, sm_90a). Why it is
@@ -457,7 +457,11 @@ typedef struct nvfp4_bf16_tbl {
 __device__ __forceinline__ nvfp4_bf16_tbl nvfp4_bf16_tbl_shared(const uint32_t *t) {
     nvfp4_bf16_tbl r;
     r.smem = (uint32_t)__cvta_generic_to_shared(t), r.p = t;
-    asm("mov.b32 %0, %0;" : "+r"(r.smem)); // opaque: ptxas keeps the register instead of recomputing it
+    // opaque: ptxas keeps the register instead of recomputing it; volatile with a memory clobber
+    // so it stays after the table's stores (callers build the table, __syncwarp, then call
+    // this), and every table read (nvfp4_bf16_tbl_row: an asm without a memory clobber) depends
+    // on its result, so no read can move above the stores
+    asm volatile("mov.b32 %0, %0;" : "+r"(r.smem)::"memory");
     return r;
 }
 #endif

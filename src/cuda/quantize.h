@@ -50,7 +50,7 @@ uint8_t dsv4_cuda_host_e2m1_encode(float x);
 uint8_t dsv4_cuda_host_e4m3_encode(float x);
 float dsv4_cuda_host_e4m3_decode(uint8_t code);
 uint16_t dsv4_cuda_host_bf16_encode(float x);
-/* bf16_encode16: 16 at once, as the fused RMSNorm rounds its output (nvfp4.cuh). */
+/* bf16_encode16: 16 at once (nvfp4.cuh), bit-identical to bf16_encode on each. */
 void dsv4_cuda_host_bf16_encode16(const float v[16], uint16_t out[16]);
 /* One 16-block: returns the scale code, writes 8 packed bytes. */
 uint8_t dsv4_cuda_host_quant_group16(const float v[16], float g, uint8_t packed[8]);
