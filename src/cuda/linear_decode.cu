@@ -16,7 +16,7 @@
 // keeps its own 16-byte chunk: a 32-bit word of 8 fp4 elements expands into 4 BF16 pairs
 // (element i, element i+4), i = 0..3, and two consecutive pairs feed one MMA; an fp8 word
 // of 4 elements expands into the pairs (0, 2) and (1, 3) for one MMA. The activations are
-// paired the same way (pair_*() below).
+// paired the same way (act_pairs below).
 //
 // Expansion math (exact). The bits of an e2m1 magnitude placed at BF16 bits 6..8 (and its
 // sign at bit 15) are e2m1 · 2^-126 (code 1, 0.5, becomes a BF16 subnormal, which BF16
@@ -26,7 +26,7 @@
 // of e4m3 at BF16 bits 4..10 are e4m3 · 2^-120; times 2^111 that is e4m3 · 2^-9 (normal).
 // MXFP4: two multiplies, by 2^126 (the exact e2m1 value) and by the block's 2^(e-127).
 // NVFP4 activations (W4A4) expand like NVFP4 weights. The 2^9 factors are restored after
-// the sum (kUnit), which is exact. The tensor cores multiply BF16 pairs exactly and add in
+// the sum (decode_unit), which is exact. The tensor cores multiply BF16 pairs exactly and add in
 // fp32, so only the summation order differs from the fp32 CPU reference.
 //
 // FP8 block-128 scales (fp32 or ue8m0) are not folded into the BF16 value (an fp32 scale
@@ -34,7 +34,7 @@
 // scale block, so the step's MMA sums go to a temporary and are added to the accumulator
 // times that block's scale.
 //
-// Split-K. With splits > 1 each split writes its sums (times kUnit) to partials[split] and
+// Split-K. With splits > 1 each split writes its sums (times decode_unit) to partials[split] and
 // linear_splitk_reduce (linear.cu) adds them in split order: no atomics, reproducible.
 //
 // Grouped mode (MoE experts, p.grouped): the CTAs walk one flattened list of (active group,
