@@ -35,12 +35,7 @@ timeout 120 ./build/bench_moe ${MAXT:-64} > "$R/moe.json" 2> "$R/moe.err"; echo 
 timeout 60 ncu --clock-control none --metrics smsp__inst_executed.sum,gpu__time_duration.sum \
     -k regex:linear_decode_v2 -c 1 ./build/bench_linear 1 > "$R/ncu_inst.txt" 2>&1
 echo "ncu: $(grep -E "inst_executed|time_duration" "$R/ncu_inst.txt" | sed -E 's/ +/ /g' | tr '\n' ' ')"
-if [ -n "${MOE_KERNELS:-}" ]; then # isolated per-kernel durations of a one-token MoE layer
-    timeout 150 ncu --clock-control none --metrics gpu__time_duration.sum -k 'regex:k_moe|linear_' --launch-count 12 \
-        ./build/bench_moe 1 > "$R/ncu_moe.txt" 2>&1; echo "ncu moe rc $?"
-    grep -E "^  [a-zA-Z_].*\(|gpu__time_duration" "$R/ncu_moe.txt" | sed -E 's/\(LinearParams\)//; s/, Context.*//' | paste - - |
-        awk '{print $1, $2, $NF " us"}' | head -12
-fi
+[ -n "${MOE_KERNELS:-}" ] && moe_kernel_times "$R" 12 150 # isolated per-kernel durations of a one-token MoE layer
 python3 - "$R" <<'PY'
 import json, sys, os, glob
 R = sys.argv[1]

@@ -27,10 +27,7 @@ timeout 120 ncu --clock-control none --section SpeedOfLight --section WarpStateS
     --section MemoryWorkloadAnalysis -k regex:linear_decode_v2 -c 2 ./build/bench_moe 1 > "$R/ncu_moe_decode.txt" 2>&1
 grep -E "linear_decode_v2|Duration|DRAM Throughput|Memory Throughput|Issued Warp|No Eligible|Stall" "$R/ncu_moe_decode.txt" | head -30
 echo "== moe kernels (one-token layer, isolated durations)"
-timeout 200 ncu --clock-control none --metrics gpu__time_duration.sum -k 'regex:k_moe|linear_' --launch-count 24 \
-    ./build/bench_moe 1 > "$R/ncu_moe.txt" 2>&1; echo "ncu moe rc $?"
-grep -E "^  [a-zA-Z_].*\(|gpu__time_duration" "$R/ncu_moe.txt" | sed -E 's/\(LinearParams\)//; s/, Context.*//' | paste - - |
-    awk '{print $1, $2, $NF " us"}' | head -24
+moe_kernel_times "$R" 24 200
 python3 - "$R" <<'PY'
 import json, sys, os
 R = sys.argv[1]
