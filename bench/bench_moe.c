@@ -169,9 +169,31 @@ static void run_batch(const char *router, int T, const float *h_logits, const fl
     }
 }
 
-/* bench_moe [max_tokens]: only the batches up to max_tokens (default: all). */
+/* The in-graph cost of each step of the decode chain (spread router): prefixes of the routed
+ * chain without the shared expert (1 router … 6 combine), the shared expert alone, the whole
+ * layer with and without it. One JSON line per (T, mode, prefix). */
+static void run_stages(fwd_arg *fa, cudaStream_t st) {
+    static const int ts[] = {1, 4, 16, 64};
+    static const int plan[][2] = {{1, 1}, {2, 1}, {3, 1}, {4, 1}, {5, 1}, {6, 1}, {-1, 0}, {0, 0}};
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+        for (int mode = 0; mode < 2; mode++)
+            for (size_t j = 0; j < sizeof plan / sizeof plan[0]; j++) {
+                fa->T = ts[i], fa->a.T = ts[i];
+                fa->a.mode = mode ? DSV4_W4A4 : DSV4_W4A16;
+                fa->a.stages = plan[j][0], fa->a.skip_shared = plan[j][1];
+                const double t = bench_graph_us(st, enqueue_fwd, fa, ROTATE, BENCH_REPLAYS);
+                printf("{\"T\": %d, \"mode\": \"%s\", \"stages\": %d, \"shared\": %d, \"time_us\": %.2f}\n", ts[i],
+                       mode ? "W4A4" : "W4A16", plan[j][0], !plan[j][1], t);
+                fflush(stdout);
+            }
+    fa->a.stages = 0, fa->a.skip_shared = 0;
+}
+
+/* bench_moe [max_tokens]: only the batches up to max_tokens (default: all).
+ * bench_moe stages: the per-step costs of the decode chain (run_stages) instead. */
 int main(int argc, char **argv) {
-    const long max_t = argc > 1 ? atol(argv[1]) : 1L << 30;
+    const int stages = argc > 1 && strcmp(argv[1], "stages") == 0;
+    const long max_t = argc > 1 && !stages ? atol(argv[1]) : 1L << 30;
     bench_require_gpu();
     cudaStream_t st;
     BENCH_CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -237,8 +259,12 @@ int main(int argc, char **argv) {
     gemm(ba.cb, wb, 2 * I_, D_, ba.x, 1, ba.h);
     BENCH_CU(cudaStreamSynchronize(st));
 
+    if (stages) {
+        fa.logits = dl_spread;
+        run_stages(&fa, st);
+    }
     static const int batches[] = {1, 4, 16, 64, 256, 1024, 4096, 16384};
-    for (int r = 0; r < 2; r++)
+    for (int r = 0; r < 2 && !stages; r++)
         for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
             if (batches[b] > max_t) continue;
             fa.logits = r ? dl_skew : dl_spread;

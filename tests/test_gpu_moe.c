@@ -455,6 +455,137 @@ TEST(gpu_moe_permute_matches_cpu_layout) {
     }
 }
 
+/* ---------------------------------------------------------------- routing + layout, fused */
+
+typedef struct rpjob {
+    dsv4_cuda_router_cfg cfg;
+    int T, vocab, tile;
+    const float *logits, *bias;
+    const int32_t *tid2eid, *tok;
+    int32_t *idx, *active, *n_active;
+    float *w;
+    dsv4_moe_layout out;
+    unsigned int *done;
+} rpjob;
+
+static dsv4_status enqueue_route_permute(cudaStream_t s, void *a) {
+    rpjob *j = a;
+    return dsv4_cuda_moe_route_permute(s, &j->cfg, j->T, j->logits, j->bias, j->tid2eid, j->tok, j->vocab, j->idx, j->w,
+                                       j->tile, &j->out, j->active, j->n_active, j->done);
+}
+
+/* dsv4_cuda_moe_route_permute (one launch up to 512 pairs) against the CPU router, the CPU
+ * layout and the active list derived from the CPU counts: every array bit-exact (weights:
+ * the CPU's within 4 ulp, as the router test), in a direct run and graph replays (the block
+ * counter must be back at 0 after each). */
+static int route_permute_case(const dsv4_cpu_router_cfg *cfg, int T, int tile, const float *logits, const float *bias,
+                              const int32_t *tab, const int32_t *tok, int vocab, char *msg, size_t len) {
+    const int E = cfg->n_experts, k = cfg->topk;
+    const size_t nk = (size_t)T * k;
+    int ok = 0;
+    host_layout L;
+    if (!layout_alloc(&L, T, k, E, tile)) return snprintf(msg, len, "out of memory"), 0;
+    int32_t *idx = malloc(sizeof(int32_t) * nk), want_act[DSV4_CUDA_MOE_MAX_EXPERTS + 1];
+    float *w = malloc(sizeof(float) * nk);
+    void *d_l = gpu_upload(logits, sizeof(float) * (size_t)T * E), *d_b = bias ? gpu_upload(bias, sizeof(float) * E) : NULL;
+    void *d_t = tab ? gpu_upload(tab, sizeof(int32_t) * (size_t)vocab * k) : NULL;
+    void *d_tok = tok ? gpu_upload(tok, sizeof(int32_t) * T) : NULL;
+    unsigned int zero = 0;
+    void *d_done = gpu_upload(&zero, sizeof zero);
+    enum { NB = 9 };
+    static const char *names[NB] = {"idx", "weights", "counts", "offsets", "row_token", "tile_expert", "inv", "active",
+                                    "n_active"};
+    const size_t sizes[NB] = {sizeof(int32_t) * nk, sizeof(float) * nk, sizeof(int32_t) * E, sizeof(int32_t) * (E + 1),
+                              sizeof(int32_t) * (size_t)L.max_rows, sizeof(int32_t) * (size_t)L.max_tiles,
+                              sizeof(int32_t) * nk, sizeof(int32_t) * E, sizeof(int32_t)};
+    gpu_buf outs[NB];
+    int alloc_ok = idx && w && d_l && (!bias || d_b) && (!tab || (d_t && d_tok)) && d_done;
+    for (int i = 0; i < NB; i++) {
+        outs[i] = (gpu_buf){names[i], gpu_upload(NULL, sizes[i]), sizes[i], NULL};
+        alloc_ok &= outs[i].dev != NULL;
+    }
+    if (!alloc_ok) {
+        snprintf(msg, len, "out of memory");
+        goto done;
+    }
+    dsv4_moe_layout v = layout_view(&L);
+    if (dsv4_cpu_router(cfg, T, logits, bias, tab, tok, vocab, idx, w) != DSV4_OK ||
+        dsv4_cpu_moe_permute(idx, T, k, E, tile, &v) != DSV4_OK) {
+        snprintf(msg, len, "CPU: %s", dsv4_last_error());
+        goto done;
+    }
+    int n_act = 0;
+    for (int e = 0; e < E; e++)
+        if (L.counts[e] > 0) want_act[n_act++] = e;
+    for (int e = n_act; e < E; e++) want_act[e] = -1;
+    want_act[E] = n_act;
+    rpjob job = {{E, k, (int)cfg->score, cfg->normalize, cfg->scaling}, T, vocab, tile, d_l, d_b, d_t, d_tok,
+                 outs[0].dev, outs[7].dev, outs[8].dev, outs[1].dev,
+                 {outs[2].dev, outs[3].dev, outs[4].dev, outs[5].dev, outs[6].dev}, d_done};
+    if (!gpu_graph_check(gpu_test_stream(), enqueue_route_permute, &job, outs, NB, msg, len)) goto done;
+    const void *want[NB] = {idx, NULL, L.counts, L.offsets, L.row_token, L.tile_expert, L.inv, want_act, &want_act[E]};
+    for (int i = 0; i < NB; i++) {
+        if (i == 1) {
+            const float *g = outs[1].host;
+            for (size_t p = 0; p < nk; p++)
+                if (ulp_diff(g[p], w[p]) > 4) {
+                    snprintf(msg, len, "weight %zu: %a, CPU %a", p, (double)g[p], (double)w[p]);
+                    goto done;
+                }
+            continue;
+        }
+        if (memcmp(outs[i].host, want[i], sizes[i]) != 0) {
+            size_t e = 0;
+            while (((const int32_t *)outs[i].host)[e] == ((const int32_t *)want[i])[e]) e++;
+            snprintf(msg, len, "%s[%zu] = %d, CPU %d", names[i], e, ((const int32_t *)outs[i].host)[e],
+                     ((const int32_t *)want[i])[e]);
+            goto done;
+        }
+    }
+    unsigned int left = 1;
+    if (cudaMemcpy(&left, d_done, sizeof left, cudaMemcpyDeviceToHost) != cudaSuccess || left != 0) {
+        snprintf(msg, len, "block counter left at %u", left);
+        goto done;
+    }
+    ok = 1;
+done:
+    for (int i = 0; i < NB; i++) cudaFree(outs[i].dev), outs[i].dev = NULL;
+    gpu_bufs_free(outs, NB);
+    cudaFree(d_l), cudaFree(d_b), cudaFree(d_t), cudaFree(d_tok), cudaFree(d_done);
+    free(idx), free(w);
+    layout_free(&L);
+    return ok;
+}
+
+TEST(gpu_moe_route_permute_matches_cpu) {
+    if (!gpu_available()) SKIP("no GPU");
+    /* T·k <= 512 takes the one-launch kernel, above it the router + permute pair */
+    static const struct { int E, k, T, tile, hash; } cases[] = {
+        {256, 6, 1, 1, 0}, {256, 6, 4, 1, 0},  {256, 6, 64, 1, 0}, {256, 6, 85, 1, 0}, {256, 6, 86, 1, 0},
+        {384, 8, 64, 1, 0}, {16, 4, 33, 8, 0}, {16, 4, 7, 1, 1},   {256, 6, 3, 128, 0}};
+    enum { V = 100 };
+    uint64_t rng = 41;
+    char msg[512];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int E = cases[c].E, k = cases[c].k, T = cases[c].T;
+        dsv4_cpu_router_cfg cfg = {E, k, DSV4_CPU_SCORE_SQRTSOFTPLUS, 1, 1.5f};
+        float *l = malloc(sizeof(float) * (size_t)T * E), bias[DSV4_CUDA_MOE_MAX_EXPERTS];
+        int32_t *tab = malloc(sizeof(int32_t) * V * k), tok[128];
+        CHECK(l && tab && T <= 128);
+        for (int e = 0; e < E; e++) bias[e] = 0.1f * test_rand_normal(&rng);
+        tie_free_logits(l, T, E, k, 0, bias, &rng);
+        random_idx(tab, V, k, E, &rng);
+        tab[k + 1] = tab[k + 3]; /* token id 1 routes twice to one expert */
+        for (int t = 0; t < T; t++) tok[t] = t == 0 ? 1 : (int32_t)(test_rand_u64(&rng) % V);
+        msg[0] = 0;
+        const int hash = cases[c].hash;
+        int ok = route_permute_case(&cfg, T, cases[c].tile, l, hash ? NULL : bias, hash ? tab : NULL, hash ? tok : NULL,
+                                    hash ? V : 0, msg, sizeof msg);
+        free(l), free(tab);
+        CHECK_MSG(ok, "E=%d k=%d T=%d tile %d hash %d: %s", E, k, T, cases[c].tile, hash, msg);
+    }
+}
+
 /* ---------------------------------------------------------------- SwiGLU epilogue */
 
 /* moe.c's expression; dev selects the device's expf (emulation) or the host's. */

@@ -381,6 +381,8 @@ TEST(gpu_moe_layer_flash_shapes_match_cpu) {
     if (!gpu_available()) SKIP("no GPU");
     /* V4-Flash: E 256, k 6, D 4096, I 2048 (+ shared); 4 distinct weight sets cycled */
     static const moe_case cases[] = {
+        {"Flash one token W4A16", 1, 256, 6, 4096, 2048, 4, R_RANDOM, 0, AUTO, 0, 0.5f},
+        {"Flash one token W4A4", 1, 256, 6, 4096, 2048, 4, R_RANDOM, 1, AUTO, 0, 1.0f},
         {"Flash decode W4A16", 3, 256, 6, 4096, 2048, 4, R_RANDOM, 0, AUTO, 0, 0.5f},
         {"Flash prefill W4A16", 5, 256, 6, 4096, 2048, 4, R_RANDOM, 0, PRE, 0, 0.5f},
         {"Flash decode W4A4", 3, 256, 6, 4096, 2048, 4, R_RANDOM, 1, AUTO, 0, 1.0f},

@@ -175,6 +175,7 @@ static void layout_ws(carve *c, dsv4_cuda_moe_workspace *ws, int64_t D, int64_t 
     ws->assf = (uint8_t *)take(c, T * (size_t)Is / 16);
     ws->asts = (float *)take(c, 4 * T);
     ws->lin_ws = take(c, ws->lin_ws_bytes);
+    ws->route_done = (unsigned int *)take(c, sizeof(unsigned int));
 }
 
 extern "C" dsv4_status dsv4_cuda_moe_workspace_create(const dsv4_cuda_moe_weights *w, int max_T, int k,
@@ -218,7 +219,9 @@ extern "C" dsv4_status dsv4_cuda_moe_workspace_create(const dsv4_cuda_moe_weight
     out->bytes = c.off;
     c.base = (uint8_t *)buf, c.off = 0;
     layout_ws(&c, out, w->D, w->I, w->Is);
-    return DSV4_OK;
+    st = dsv4_cuda_check(cudaMemset(out->route_done, 0, sizeof(unsigned int)), "moe workspace: cudaMemset");
+    if (st != DSV4_OK) dsv4_cuda_moe_workspace_free(out);
+    return st;
 }
 
 extern "C" void dsv4_cuda_moe_workspace_free(dsv4_cuda_moe_workspace *ws) {
@@ -293,7 +296,8 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     const int64_t rows = dsv4_moe_max_rows(T, k, E, tile);
 
     // the shared expert only needs x: fork it first so it overlaps the whole routed chain
-    if (w->has_shared) {
+    const bool shared = w->has_shared && !a->skip_shared;
+    if (shared) {
         DSV4_CUDA_TRY(cudaEventRecord(ws->fork, s), "moe_forward: cudaEventRecord (fork)");
         DSV4_CUDA_TRY(cudaStreamWaitEvent(ws->side, ws->fork, 0), "moe_forward: cudaStreamWaitEvent (fork)");
         dsv4_cuda_act_nvfp4 xsq;
@@ -301,11 +305,20 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
         DSV4_TRY(shared_expert(ws->side, w, ws, a, a4 ? &xsq : NULL));
         DSV4_CUDA_TRY(cudaEventRecord(ws->join, ws->side), "moe_forward: cudaEventRecord (join)");
     }
-    DSV4_TRY(dsv4_cuda_moe_router(s, &a->router, T, a->logits, a->bias, a->tid2eid, a->token_ids, a->vocab, ws->idx,
-                                  ws->weights));
-    // the decode path walks the active-expert list; the count kernel writes it on the way
-    DSV4_TRY(dsv4_cuda_moe_permute_active(s, ws->idx, T, k, E, tile, &ws->layout, decode ? ws->active : NULL,
-                                          decode ? ws->n_active : NULL));
+    // profiling prefixes (a->stages): stop after step n, joining the shared expert first
+#define MOE_STEP_DONE(n)                                                                                      \
+    if (a->stages == (n)) {                                                                                   \
+        if (shared) DSV4_CUDA_TRY(cudaStreamWaitEvent(s, ws->join, 0), "moe_forward: cudaStreamWaitEvent (join)"); \
+        return DSV4_OK;                                                                                       \
+    }
+    MOE_STEP_DONE(-1)
+    // routing and the row layout: one launch for a decode step (T·k <= 512), else two; the
+    // decode path walks the active-expert list, which the layout kernel writes on the way
+    DSV4_TRY(dsv4_cuda_moe_route_permute(s, &a->router, T, a->logits, a->bias, a->tid2eid, a->token_ids, a->vocab,
+                                         ws->idx, ws->weights, tile, &ws->layout, decode ? ws->active : NULL,
+                                         decode ? ws->n_active : NULL, ws->route_done));
+    MOE_STEP_DONE(1)
+    MOE_STEP_DONE(2)
 
     dsv4_cuda_act_nvfp4 xq;
     if (a4) DSV4_TRY(quantize_x(s, a->x, T, w->D, w->l1_x_scale, &w->x_scales[0], ws->xq, ws->xsf, ws->xts, &xq));
@@ -316,6 +329,7 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     g.max_active = T * k < E ? T * k : E, g.bound = bound, g.y = ws->h, g.out = DSV4_CUDA_OUT_F32;
     g.path = decode ? DSV4_LINEAR_DECODE : DSV4_LINEAR_PREFILL;
     DSV4_TRY(dsv4_cuda_moe_grouped_linear(s, &g));
+    MOE_STEP_DONE(3)
 
     // SwiGLU over the layout rows (rows past offsets[E] and padding tiles are skipped)
     dsv4_cuda_nvfp4_out q;
@@ -329,14 +343,17 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     sw.out = a4 ? NULL : ws->a, sw.out_dtype = DSV4_CUDA_BF16, sw.q = a4 ? &q : NULL;
     sw.tile_expert = ws->layout.tile_expert, sw.tile = tile;
     DSV4_TRY(dsv4_cuda_moe_swiglu(s, &sw));
+    MOE_STEP_DONE(4)
 
     // L2: x rows are the layout rows; a static per-expert input scale joins group_scale
     dsv4_cuda_act_nvfp4 aq = {ws->aq, ws->asf, w->l2_static ? NULL : ws->ats, 1.0f};
     g.w = &w->l2, g.x = a4 ? NULL : ws->a, g.xq = a4 ? &aq : NULL, g.row_token = NULL, g.y = ws->y;
     g.group_scale = a4 && w->l2_static ? w->l2.global_in : NULL;
     DSV4_TRY(dsv4_cuda_moe_grouped_linear(s, &g));
+    MOE_STEP_DONE(5)
+#undef MOE_STEP_DONE
 
-    if (w->has_shared) DSV4_CUDA_TRY(cudaStreamWaitEvent(s, ws->join, 0), "moe_forward: cudaStreamWaitEvent (join)");
+    if (shared) DSV4_CUDA_TRY(cudaStreamWaitEvent(s, ws->join, 0), "moe_forward: cudaStreamWaitEvent (join)");
     return dsv4_cuda_moe_combine(s, T, k, w->D, ws->y, DSV4_CUDA_F32, ws->idx, ws->layout.inv, ws->weights,
-                                 w->has_shared ? ws->ys : NULL, DSV4_CUDA_F32, a->out, a->out_dtype);
+                                 shared ? ws->ys : NULL, DSV4_CUDA_F32, a->out, a->out_dtype);
 }

@@ -148,6 +148,7 @@ typedef struct dsv4_cuda_moe_workspace {
     float *asts;
     void *lin_ws;                     /* split-K partials of the shared expert's linears */
     size_t lin_ws_bytes;
+    unsigned int *route_done;         /* the fused router's block counter (0 between calls) */
     /* The shared expert runs on a side stream forked from the caller's stream and joined
      * before the combine (event fork/join: legal inside graph capture, where it becomes a
      * parallel branch), so its launches are off the routed experts' critical path. */
@@ -175,6 +176,12 @@ typedef struct dsv4_cuda_moe_args {
     void *out;                   /* [T, D] */
     dsv4_cuda_dtype out_dtype;
     dsv4_cuda_linear_path path;  /* AUTO: decode-grouped when T <= 64, else prefill-grouped */
+    /* profiling (benchmarks time prefixes of the chain; 0 = the whole layer): run only the first
+     * `stages` routed steps (1 router, 2 permute, 3 L1, 4 SwiGLU, 5 L2, 6 combine; -1: none, the
+     * shared expert alone), and leave the shared expert out when skip_shared is set. `out` is
+     * complete only with both 0. */
+    int stages;
+    int skip_shared;
 } dsv4_cuda_moe_args;
 
 /* Enqueues the layer on `stream`: no allocation, no host synchronisation, no host read of a

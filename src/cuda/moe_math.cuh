@@ -16,5 +16,10 @@
 
 #include <cuda_runtime.h>
 
+#ifndef DSV4_MOE_FLOAT_MATH_EXPERIMENT
 __device__ __forceinline__ float moe_expf(float x) { return (float)exp((double)x); }
 __device__ __forceinline__ float moe_log1pf(float x) { return (float)log1p((double)x); }
+#else // development timing only (-DDSV4_MOE_FLOAT_MATH_EXPERIMENT): CUDA's float functions, not exact
+__device__ __forceinline__ float moe_expf(float x) { return expf(x); }
+__device__ __forceinline__ float moe_log1pf(float x) { return log1pf(x); }
+#endif

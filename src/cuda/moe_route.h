@@ -64,6 +64,17 @@ dsv4_status dsv4_cuda_moe_permute(cudaStream_t stream, const int32_t *idx, int T
 dsv4_status dsv4_cuda_moe_permute_active(cudaStream_t stream, const int32_t *idx, int T, int k, int E, int tile,
                                          const dsv4_moe_layout *out, int32_t *active, int32_t *n_active);
 
+/* dsv4_cuda_moe_router followed by dsv4_cuda_moe_permute_active (active and n_active may be
+ * NULL), the same results; up to 512 pairs (T·k, a decode step) in one launch: every block
+ * routes its token and the last one to finish lays out all pairs. `done` is a device counter
+ * that must be 0 before the first call; each call leaves it 0 (NULL: always two steps).
+ * Errors as the two functions'. */
+dsv4_status dsv4_cuda_moe_route_permute(cudaStream_t stream, const dsv4_cuda_router_cfg *cfg, int T,
+                                        const float *logits, const float *bias, const int32_t *tid2eid,
+                                        const int32_t *token_ids, int vocab, int32_t *idx, float *weights, int tile,
+                                        const dsv4_moe_layout *out, int32_t *active, int32_t *n_active,
+                                        unsigned int *done);
+
 #ifdef __cplusplus
 }
 #endif
