@@ -604,9 +604,10 @@ static dsv4_status enqueue_swiglu(cudaStream_t s, void *arg) {
     return dsv4_cuda_moe_swiglu(s, &j->a);
 }
 
-/* kind: 0 no NVFP4, 1 dynamic per row, 2 static scalar, 3 static per expert (tile_expert). */
-static int swiglu_case(int rows, int inter, int bf16_in, int bf16_out, int kind, int swizzled, int n_used, char *msg,
-                       size_t len) {
+/* kind: 0 no NVFP4, 1 dynamic per row, 2 static scalar, 3 static per expert (tile_expert).
+ * il: h's rows interleaved in blocks of il gate then il up values (0: [gate | up] halves). */
+static int swiglu_case(int rows, int inter, int bf16_in, int bf16_out, int kind, int swizzled, int n_used, int il,
+                       char *msg, size_t len) {
     uint64_t rng = 1000 + (uint64_t)rows * 7 + (uint64_t)kind;
     const float limit = 10.0f;
     const int tile = 4, n_tiles = rows / tile, kb = inter / 16;
@@ -631,10 +632,27 @@ static int swiglu_case(int rows, int inter, int bf16_in, int bf16_out, int kind,
     for (size_t i = 0; i < nh; i++) hb[i] = dsv4_bf16_encode(h[i]);
     if (bf16_in)
         for (size_t i = 0; i < nh; i++) h[i] = dsv4_bf16_round(h[i]);
+    if (il) { /* the device gets each row interleaved: gate i at (i/il)·2il + i%il, up il later */
+        float *hi = malloc(sizeof(float) * nh);
+        uint16_t *hbi = malloc(2 * nh);
+        if (!hi || !hbi) {
+            free(hi), free(hbi);
+            snprintf(msg, len, "out of memory");
+            goto done;
+        }
+        for (size_t r = 0; r < (size_t)rows; r++)
+            for (int i = 0; i < inter; i++) {
+                const size_t gi = r * 2 * inter + (size_t)(i / il) * 2 * il + i % il;
+                hi[gi] = h[r * 2 * inter + i], hi[gi + il] = h[r * 2 * inter + inter + i];
+                hbi[gi] = hb[r * 2 * inter + i], hbi[gi + il] = hb[r * 2 * inter + inter + i];
+            }
+        d_h = gpu_upload(bf16_in ? (const void *)hbi : (const void *)hi, nh * (bf16_in ? 2 : 4));
+        free(hi), free(hbi);
+    }
     for (int i = 0; i < n_tiles; i++) tiles[i] = i * tile < n_used ? (i * 3) % 4 : -1;
     const int used = kind == 3 ? n_used : (n_used ? n_used : rows);
     int32_t n_rows = used;
-    d_h = gpu_upload(bf16_in ? (const void *)hb : (const void *)h, nh * (bf16_in ? 2 : 4));
+    if (!il) d_h = gpu_upload(bf16_in ? (const void *)hb : (const void *)h, nh * (bf16_in ? 2 : 4));
     d_out = gpu_upload(NULL, na * 4);
     d_q = gpu_upload(NULL, na / 2);
     d_sf = gpu_upload(NULL, nsf);
@@ -649,7 +667,7 @@ static int swiglu_case(int rows, int inter, int bf16_in, int bf16_out, int kind,
     memset(&job, 0, sizeof job);
     job.a = (dsv4_cuda_swiglu_args){d_h, bf16_in ? DSV4_CUDA_BF16 : DSV4_CUDA_F32, rows, inter, limit,
                                     n_used ? d_n : NULL, d_out, bf16_out ? DSV4_CUDA_BF16 : DSV4_CUDA_F32, NULL,
-                                    kind == 3 ? d_tiles : NULL, tile};
+                                    kind == 3 ? d_tiles : NULL, tile, il};
     if (kind) {
         job.q = (dsv4_cuda_nvfp4_out){d_q, d_sf, d_scale, kind == 1 ? DSV4_ACT_SCALE_DYNAMIC_TOKEN : DSV4_ACT_SCALE_STATIC,
                                       swizzled ? DSV4_SF_SWIZZLED : DSV4_SF_LINEAR};
@@ -713,16 +731,19 @@ done:
 
 TEST(gpu_moe_swiglu_matches_cpu) {
     if (!gpu_available()) SKIP("no GPU");
-    static const struct { int rows, inter, bf16_in, bf16_out, kind, swizzled, n_used; } cases[] = {
-        {8, 2048, 0, 0, 0, 0, 0},   {37, 2048, 1, 1, 0, 0, 0}, {64, 2048, 0, 0, 0, 0, 20},
-        {37, 2048, 0, 0, 1, 0, 0},  {37, 2048, 1, 0, 1, 1, 0}, {40, 2048, 0, 1, 2, 0, 0},
-        {131, 512, 0, 0, 2, 1, 0},  {64, 2048, 0, 0, 3, 0, 24}, {64, 2048, 1, 0, 1, 0, 33},
+    static const struct { int rows, inter, bf16_in, bf16_out, kind, swizzled, n_used, il; } cases[] = {
+        {8, 2048, 0, 0, 0, 0, 0, 0},   {37, 2048, 1, 1, 0, 0, 0, 0}, {64, 2048, 0, 0, 0, 0, 20, 0},
+        {37, 2048, 0, 0, 1, 0, 0, 0},  {37, 2048, 1, 0, 1, 1, 0, 0}, {40, 2048, 0, 1, 2, 0, 0, 0},
+        {131, 512, 0, 0, 2, 1, 0, 0},  {64, 2048, 0, 0, 3, 0, 24, 0}, {64, 2048, 1, 0, 1, 0, 33, 0},
         /* NVFP4 rows longer than the shared-memory staging (SWIGLU_STAGE_MAX 4096): evaluated twice */
-        {5, 4112, 0, 0, 1, 0, 0},   {6, 4112, 1, 1, 2, 0, 0}};
+        {5, 4112, 0, 0, 1, 0, 0, 0},   {6, 4112, 1, 1, 2, 0, 0, 0},
+        /* the routed L1 stack's interleaved rows (blocks of 8 gate, 8 up), every path */
+        {6, 2048, 0, 1, 0, 0, 0, 8},   {37, 2048, 0, 0, 1, 0, 0, 8}, {64, 2048, 1, 0, 3, 0, 24, 8},
+        {5, 4112, 0, 0, 1, 0, 0, 8}};
     char msg[512];
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         CHECK_MSG(swiglu_case(cases[c].rows, cases[c].inter, cases[c].bf16_in, cases[c].bf16_out, cases[c].kind,
-                              cases[c].swizzled, cases[c].n_used, msg, sizeof msg),
+                              cases[c].swizzled, cases[c].n_used, cases[c].il, msg, sizeof msg),
                   "case %zu (rows %d, I %d, kind %d): %s", c, cases[c].rows, cases[c].inter, cases[c].kind, msg);
 }
 
@@ -849,7 +870,7 @@ TEST(gpu_moe_rejects_bad_arguments) {
     CHECK_STATUS(dsv4_cuda_moe_permute(NULL, dummy, 1, 4, 16, 4, &v), DSV4_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(dsv4_cuda_moe_permute(NULL, dummy, 1, 4, 16, 0, &v), DSV4_ERR_SHAPE);
     CHECK(strstr(dsv4_last_error(), "moe_permute") != NULL);
-    dsv4_cuda_swiglu_args a = {f, DSV4_CUDA_F32, 1, 24, 10.0f, NULL, NULL, DSV4_CUDA_F32, NULL, NULL, 0};
+    dsv4_cuda_swiglu_args a = {f, DSV4_CUDA_F32, 1, 24, 10.0f, NULL, NULL, DSV4_CUDA_F32, NULL, NULL, 0, 0};
     CHECK_STATUS(dsv4_cuda_moe_swiglu(NULL, &a), DSV4_ERR_INVALID_ARGUMENT); /* no output */
     uint8_t qb[64] __attribute__((aligned(16))) = {0};
     dsv4_cuda_nvfp4_out q = {qb, qb, f, DSV4_ACT_SCALE_STATIC, DSV4_SF_LINEAR};

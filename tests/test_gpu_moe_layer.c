@@ -396,7 +396,8 @@ TEST(gpu_moe_layer_flash_shapes_match_cpu) {
 /* dsv4_cuda_moe_grouped_linear on its own against dsv4_cpu_linear per expert, for L1 (N = 2I,
  * rows gathered through row_token) and L2 (x rows = layout rows), both paths, BF16 and NVFP4
  * (per-token) activations: every row in use within 1e-5 relative (fp32 output), every other
- * row of y left untouched (poison intact), two runs bitwise equal. Shapes off every tile:
+ * row of y left untouched (poison intact), two runs bitwise equal; decode L1 also with the
+ * fused SwiGLU epilogue, bit-exact with the SwiGLU kernel on the same h. Shapes off every tile:
  * N = 384 / 320, K = 320 / 192, T = 45. `tile`: the layout tile of the prefill path. */
 static int grouped_case(int path_prefill, int tile_req, int a4, int l2, char *msg, size_t len) {
     enum { T = 45, K_ = 3, E = 8, D = 320, I = 192 };
@@ -413,7 +414,7 @@ static int grouped_case(int path_prefill, int tile_req, int a4, int l2, char *ms
     uint16_t *xb = malloc(2 * (size_t)xrows * K);
     uint8_t *q = malloc((size_t)xrows * K / 2), *sf = malloc((size_t)xrows * K / 16);
     dsv4_cuda_moe_weights w = {0};
-    void *d_x = NULL, *d_q = NULL, *d_sf = NULL, *d_ts = NULL, *d_y = NULL, *d_l[6] = {0};
+    void *d_x = NULL, *d_q = NULL, *d_sf = NULL, *d_ts = NULL, *d_y = NULL, *d_a = NULL, *d_a2 = NULL, *d_l[6] = {0};
     if (!host_moe_make(&m, E, D, I, E, 0, 1.0f, &rng) || !row_token || !tile_expert || !x || !y || !yr || !ts || !xb ||
         !q || !sf) {
         snprintf(msg, len, "out of memory");
@@ -495,8 +496,8 @@ static int grouped_case(int path_prefill, int tile_req, int a4, int l2, char *ms
                 goto done;
             }
             double d2 = 0, n2 = 0;
-            for (int n = 0; n < N; n++) {
-                const double d = (double)y[(size_t)r * N + n] - yr[n];
+            for (int n = 0; n < N; n++) { /* L1: the stack's rows are gate / up interleaved */
+                const double d = (double)y[(size_t)r * N + (l2 ? n : dsv4_cuda_moe_l1_row(n, I))] - yr[n];
                 d2 += d * d, n2 += (double)yr[n] * yr[n];
             }
             if (!(d2 <= 1e-10 * n2)) {
@@ -519,10 +520,35 @@ static int grouped_case(int path_prefill, int tile_req, int a4, int l2, char *ms
             }
         }
     }
+    if (!path_prefill && !l2) { /* the fused SwiGLU epilogue = the SwiGLU kernel on this h, bit for bit */
+        const size_t na = (size_t)R * I;
+        d_a = gpu_upload(NULL, 2 * na), d_a2 = gpu_upload(NULL, 2 * na);
+        uint16_t *a1 = malloc(2 * na), *a2 = malloc(2 * na);
+        dsv4_cuda_swiglu_args sw = {d_y, DSV4_CUDA_F32, R, I, 7.0f, NULL, d_a2, DSV4_CUDA_BF16, NULL, NULL, 0,
+                                    DSV4_CUDA_MOE_L1_BLOCK};
+        g.swiglu_out = d_a, g.swiglu_limit = 7.0f;
+        int fine = d_a && d_a2 && a1 && a2 && dsv4_cuda_moe_grouped_linear(gpu_test_stream(), &g) == DSV4_OK &&
+                   dsv4_cuda_moe_swiglu(gpu_test_stream(), &sw) == DSV4_OK &&
+                   cudaStreamSynchronize(gpu_test_stream()) == cudaSuccess &&
+                   cudaMemcpy(a1, d_a, 2 * na, cudaMemcpyDeviceToHost) == cudaSuccess &&
+                   cudaMemcpy(a2, d_a2, 2 * na, cudaMemcpyDeviceToHost) == cudaSuccess;
+        if (!fine) snprintf(msg, len, "fused SwiGLU run: %s", dsv4_last_error());
+        for (int e = 0; fine && e < E; e++)
+            for (int32_t r = offsets[e]; fine && r < offsets[e] + counts[e]; r++)
+                for (int i = 0; i < I; i++)
+                    if (a1[(size_t)r * I + i] != a2[(size_t)r * I + i]) {
+                        snprintf(msg, len, "fused SwiGLU row %d col %d: %04x, SwiGLU kernel %04x", r, i,
+                                 a1[(size_t)r * I + i], a2[(size_t)r * I + i]);
+                        fine = 0;
+                        break;
+                    }
+        free(a1), free(a2);
+        if (!fine) goto done;
+    }
     ok = 1;
 done:
     for (int i = 0; i < 6; i++) cudaFree(d_l[i]);
-    cudaFree(d_x), cudaFree(d_q), cudaFree(d_sf), cudaFree(d_ts), cudaFree(d_y);
+    cudaFree(d_x), cudaFree(d_q), cudaFree(d_sf), cudaFree(d_ts), cudaFree(d_y), cudaFree(d_a), cudaFree(d_a2);
     dsv4_cuda_moe_weights_free(&w);
     host_moe_free(&m);
     free(row_token), free(tile_expert), free(x), free(y), free(yr), free(ts), free(xb), free(q), free(sf);

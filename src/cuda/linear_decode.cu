@@ -44,6 +44,7 @@
 #include "cuda/cp_async.cuh"
 #include "cuda/linear_expand.cuh"
 #include "cuda/linear_internal.cuh"
+#include "cuda/moe_math.cuh" // swiglu_as_cpu (the fused SwiGLU epilogue)
 
 #define DECODE_WARPS 4
 #define DECODE_THREADS (DECODE_WARPS * 32)
@@ -543,6 +544,27 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
                 for (int i = 0; i < 4; i++)
                     red[((warp * S::kAcc) + (r * S::kNT + nt) * 4 + i) * 32 + lane] = acc[r][nt][i];
         __syncthreads();
+        if (GROUPED && p.swiglu_out) { // the routed L1: rows g and g + 8 of a tile are a gate and its up
+            for (int o = threadIdx.x; o < S::kAcc * 16; o += DECODE_THREADS) {
+                const int ln = o % 32, pair = o / 32; // pair: (r, nt, i < 2), its up at slot + 2
+                const int i = pair % 2, nt = (pair / 2) % S::kNT, r = pair / 2 / S::kNT;
+                const int sg = ((r * S::kNT + nt) * 4 + i) * 32 + ln, su = sg + 2 * 32;
+                const int m = nt * 8 + 2 * (ln % 4) + i;
+                const int row = row_base + 16 * r + ln / 4; // the gate's row (N is a multiple of 16)
+                if (m >= m_count || row >= p.N) continue;
+                float gate = 0.0f, up = 0.0f;
+#pragma unroll
+                for (int wi = 0; wi < DECODE_WARPS; wi++) gate += red[wi * S::kAcc * 32 + sg], up += red[wi * S::kAcc * 32 + su];
+                const int64_t yr = y_begin + m;
+                float f = factor; // the same operations as the h store below, so SwiGLU sees h's values
+                if (p.token_scales) f *= p.token_scales[row_token ? row_token[yr] : yr];
+                gate = gate * unit * f, up = up * unit * f;
+                const int64_t j = (row_base + 16 * r) / 2 + ln / 4; // the intermediate index
+                p.swiglu_out[yr * (p.N / 2) + j] = __float2bfloat16_rn(swiglu_as_cpu(gate, up, p.swiglu_limit));
+            }
+            __syncthreads(); // red is reused by the next item
+            continue;
+        }
         for (int o = threadIdx.x; o < S::kAcc * 32; o += DECODE_THREADS) {
             const int ln = o % 32, slot = o / 32;
             const int i = slot % 4, nt = (slot / 4) % S::kNT, r = slot / 4 / S::kNT;

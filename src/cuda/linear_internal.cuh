@@ -49,6 +49,8 @@ struct LinearParams {
     int out_bf16;
     float *partials;         // split-K: [splits, M, N] raw sums (decode path only)
     int64_t k_per_split;     // decode: K range per blockIdx.y
+    __nv_bfloat16 *swiglu_out; // grouped decode of the routed L1 stack (gate / up rows interleaved
+    float swiglu_limit;        // in blocks of 8): BF16 SwiGLU(h) [rows, N / 2] instead of y
     int grouped;             // decode: 1 = grouped mode (grp below); M is then the bound on any
                              // group's rows that picks the token bucket (larger groups loop)
     LinearGroups grp;

@@ -24,29 +24,26 @@
 #define COMBINE_THREADS 256
 #define COMBINE_MAX_K 8
 
-// moe.c: g = fminf(g, limit) (no lower clamp), u = fminf(fmaxf(u, -limit), limit),
-// g / (1.0f + expf(-g)) * u, left to right. fminf/fmaxf have the same NaN rule on both sides
-// (the non-NaN operand wins).
-__device__ __forceinline__ float swiglu_as_cpu(float g, float u, float limit) {
-    const float gi = fminf(g, limit), ui = fminf(fmaxf(u, -limit), limit);
-    return f_mul(f_div(gi, f_add(1.0f, moe_expf(-gi))), ui);
-}
+// The offsets of intermediate element i's gate and up within a row of h: [gate | up] halves, or
+// (il = DSV4_CUDA_MOE_L1_BLOCK) blocks of il gate then il up values (the routed L1 stack's rows).
+__device__ __forceinline__ int64_t gate_col(int i, int il) { return il ? (int64_t)(i / il) * 2 * il + i % il : i; }
+__device__ __forceinline__ int64_t up_col(int i, int inter, int il) { return il ? gate_col(i, il) + il : (int64_t)inter + i; }
 
 // Gate and up of elements i0 + j·stride, j < SWIGLU_UNROLL, all loads issued before any use (a
-// decode step has few rows, so the time is memory round trips); 0 past the row.
-__device__ __forceinline__ void load_gate_up(const void *h, int h_dtype, int64_t hg, int64_t hu, int inter, int i0,
+// decode step has few rows, so the time is memory round trips); 0 past the row. hr: the row.
+__device__ __forceinline__ void load_gate_up(const void *h, int h_dtype, int64_t hr, int il, int inter, int i0,
                                              int stride, float gv[SWIGLU_UNROLL], float uv[SWIGLU_UNROLL]) {
 #pragma unroll
     for (int j = 0; j < SWIGLU_UNROLL; j++) {
         const int i = i0 + j * stride;
-        gv[j] = i < inter ? load_elem(h, h_dtype, hg + i) : 0.0f;
-        uv[j] = i < inter ? load_elem(h, h_dtype, hu + i) : 0.0f;
+        gv[j] = i < inter ? load_elem(h, h_dtype, hr + gate_col(i, il)) : 0.0f;
+        uv[j] = i < inter ? load_elem(h, h_dtype, hr + up_col(i, inter, il)) : 0.0f;
     }
 }
 
 __global__ void __launch_bounds__(SWIGLU_THREADS)
-    k_moe_swiglu(const void *h, int h_dtype, int64_t rows, int inter, float limit, const int32_t *n_rows, void *out,
-                 int out_dtype, nvfp4_dst d, const int32_t *tile_expert, int tile) {
+    k_moe_swiglu(const void *h, int h_dtype, int il, int64_t rows, int inter, float limit, const int32_t *n_rows,
+                 void *out, int out_dtype, nvfp4_dst d, const int32_t *tile_expert, int tile) {
     pdl_launch_dependents();
     pdl_wait(); // PDL: see common.cuh
     __shared__ float sh[33];
@@ -60,12 +57,12 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
     // tile_expert has rows / tile entries: a row of an incomplete last tile, or of a tile
     // owned by no expert (-1), is past offsets[E] (a multiple of tile) and is not in use
     if (tile_expert && (r / tile >= rows / tile || (expert = tile_expert[r / tile]) < 0)) return;
-    const int64_t hg = r * 2 * inter, hu = hg + inter; // element offsets of this row's halves
+    const int64_t hr = r * 2 * inter; // element offset of this row of h
     if (!d.q) { // blockIdx.y splits the row (the plain path has no row-wide amax)
         const int stride = SWIGLU_THREADS * gridDim.y;
         for (int i0 = blockIdx.y * SWIGLU_THREADS + threadIdx.x; i0 < inter; i0 += SWIGLU_UNROLL * stride) {
             float gv[SWIGLU_UNROLL], uv[SWIGLU_UNROLL];
-            load_gate_up(h, h_dtype, hg, hu, inter, i0, stride, gv, uv);
+            load_gate_up(h, h_dtype, hr, il, inter, i0, stride, gv, uv);
 #pragma unroll
             for (int j = 0; j < SWIGLU_UNROLL; j++)
                 if (i0 + j * stride < inter) store_elem(out, out_dtype, r * inter + i0 + j * stride, swiglu_as_cpu(gv[j], uv[j], limit));
@@ -77,7 +74,7 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
         float amax = 0.0f;
         for (int i0 = threadIdx.x; i0 < inter; i0 += SWIGLU_UNROLL * SWIGLU_THREADS) {
             float gv[SWIGLU_UNROLL], uv[SWIGLU_UNROLL];
-            load_gate_up(h, h_dtype, hg, hu, inter, i0, SWIGLU_THREADS, gv, uv);
+            load_gate_up(h, h_dtype, hr, il, inter, i0, SWIGLU_THREADS, gv, uv);
 #pragma unroll
             for (int j = 0; j < SWIGLU_UNROLL; j++) {
                 const int i = i0 + j * SWIGLU_THREADS;
@@ -117,7 +114,7 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
         float amax = 0.0f;
         for (int i0 = threadIdx.x; i0 < inter; i0 += SWIGLU_UNROLL * SWIGLU_THREADS) {
             float gv[SWIGLU_UNROLL], uv[SWIGLU_UNROLL];
-            load_gate_up(h, h_dtype, hg, hu, inter, i0, SWIGLU_THREADS, gv, uv);
+            load_gate_up(h, h_dtype, hr, il, inter, i0, SWIGLU_THREADS, gv, uv);
 #pragma unroll
             for (int j = 0; j < SWIGLU_UNROLL; j++) // padding lanes give swiglu(0, 0) = 0: no effect on amax
                 amax = f_max_nan_ignored(amax, f_abs(swiglu_as_cpu(gv[j], uv[j], limit)));
@@ -132,8 +129,8 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
         float v[16], uv[16];
 #pragma unroll
         for (int j = 0; j < 16; j++) { // all loads first (stores to out could alias h for the compiler)
-            v[j] = load_elem(h, h_dtype, hg + c * 16 + j);
-            uv[j] = load_elem(h, h_dtype, hu + c * 16 + j);
+            v[j] = load_elem(h, h_dtype, hr + gate_col((int)(c * 16 + j), il));
+            uv[j] = load_elem(h, h_dtype, hr + up_col((int)(c * 16 + j), inter, il));
         }
 #pragma unroll
         for (int j = 0; j < 16; j++) {
@@ -159,6 +156,9 @@ extern "C" dsv4_status dsv4_cuda_moe_swiglu(cudaStream_t stream, const dsv4_cuda
                          (int)a->out_dtype);
     if (a->tile_expert && a->tile <= 0)
         return dsv4_fail(DSV4_ERR_SHAPE, "moe_swiglu: tile_expert given with tile %d", a->tile);
+    if (a->interleave != 0 && (a->interleave != DSV4_CUDA_MOE_L1_BLOCK || a->inter % DSV4_CUDA_MOE_L1_BLOCK))
+        return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_swiglu: interleave %d (0 or %d, dividing inter = %d)", a->interleave,
+                         DSV4_CUDA_MOE_L1_BLOCK, a->inter);
     nvfp4_dst d = {NULL, NULL, NULL, 0, 0};
     if (a->q) {
         const dsv4_cuda_nvfp4_out *q = a->q;
@@ -189,7 +189,7 @@ extern "C" dsv4_status dsv4_cuda_moe_swiglu(cudaStream_t stream, const dsv4_cuda
         gy = gy < 1 ? 1 : gy > 65535 ? 65535 : gy;
     }
     (void)dsv4_launch_pdl(k_moe_swiglu, dim3((unsigned)grid, (unsigned)gy), dim3(SWIGLU_THREADS), 0, stream, 
-        a->h, (int)a->h_dtype, a->rows, a->inter, a->limit, a->n_rows, a->out, (int)a->out_dtype, d,
+        a->h, (int)a->h_dtype, a->interleave, a->rows, a->inter, a->limit, a->n_rows, a->out, (int)a->out_dtype, d,
         d.q && d.mode == DSV4_ACT_SCALE_STATIC ? a->tile_expert : NULL, a->tile);
     DSV4_CUDA_LAUNCHED("moe_swiglu: kernel");
     return DSV4_OK;

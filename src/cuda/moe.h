@@ -33,8 +33,12 @@ extern "C" {
  * swizzled scale layout the padding rows rows..ceil(rows/128)·128 − 1 get zero scales.
  * exp agrees with the CPU's expf as cuda/moe_math.cuh describes: where the host's expf is
  * not correctly rounded, a differs by a few ulp (glibc 2.36: ~0.03% of values, <= 3 ulp). */
+/* Rows of the routed L1 stack come in blocks of this many gate rows, then as many up rows
+ * (moe_layer.h), so a 16-row MMA tile holds the gate and the up of 8 intermediate indices. */
+#define DSV4_CUDA_MOE_L1_BLOCK 8
+
 typedef struct dsv4_cuda_swiglu_args {
-    const void *h;             /* [rows, 2·inter]: gate | up halves of each row */
+    const void *h;             /* [rows, 2·inter]: gate | up halves of each row, or interleaved */
     dsv4_cuda_dtype h_dtype;   /* F32 or BF16 */
     int64_t rows;
     int inter;                 /* I; a multiple of 16 when q is given */
@@ -46,6 +50,8 @@ typedef struct dsv4_cuda_swiglu_args {
     const int32_t *tile_expert;   /* STATIC only, optional: [rows / tile] (the layout's map
                                      when rows = max_rows); ignored by the other modes */
     int tile;
+    int interleave;            /* 0: [gate | up] halves; DSV4_CUDA_MOE_L1_BLOCK: blocks of that many
+                                  gate then up values (the routed L1 stack's output) */
 } dsv4_cuda_swiglu_args;
 
 /* One launch, one block per row. rows = 0 enqueues nothing. Errors name "moe_swiglu". */

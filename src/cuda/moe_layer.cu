@@ -114,12 +114,21 @@ extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const d
         const int64_t step = linear_decode_k_step(LIN_NVFP4, linear_decode_mt(p.M));
         p.k_per_split = (p.K + step - 1) / step * step; // one split: grouped mode has no split-K
         p.grouped = 1;
+        if (a->swiglu_out) {
+            if (w->rows % (2 * DSV4_CUDA_MOE_L1_BLOCK) || !aligned(a->swiglu_out, 2))
+                return dsv4_fail(DSV4_ERR_SHAPE, "moe_grouped_linear: fused SwiGLU needs interleaved gate/up rows (N = %lld) "
+                                 "and a 2-byte aligned output", (long long)w->rows);
+            p.swiglu_out = static_cast<__nv_bfloat16 *>(a->swiglu_out);
+            p.swiglu_limit = a->swiglu_limit;
+        }
         p.grp.active = a->active;
         p.grp.n_active = a->n_active;
         p.grp.max_active = a->max_active;
         p.grp.bound = a->bound;
         return linear_decode_launch(LIN_NVFP4, act, p, 1, stream);
     }
+    if (a->swiglu_out)
+        return dsv4_fail(DSV4_ERR_UNSUPPORTED, "moe_grouped_linear: the fused SwiGLU is a decode-path option");
     p.M = a->rows;
     p.out_scale = act_scale;
     if (linear_prefill_wgmma_takes(LIN_NVFP4, act, p.K) && (a->tile == 32 || a->tile == 64 || a->tile == 128))
@@ -328,7 +337,11 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     g.layout = &ws->layout, g.tile = tile, g.rows = rows, g.active = ws->active, g.n_active = ws->n_active;
     g.max_active = T * k < E ? T * k : E, g.bound = bound, g.y = ws->h, g.out = DSV4_CUDA_OUT_F32;
     g.path = decode ? DSV4_LINEAR_DECODE : DSV4_LINEAR_PREFILL;
+    // W4A16 decode: L1's epilogue applies SwiGLU itself (one launch less on the critical path)
+    const bool fused = decode && !a4;
+    g.swiglu_out = fused ? ws->a : NULL, g.swiglu_limit = a->limit;
     DSV4_TRY(dsv4_cuda_moe_grouped_linear(s, &g));
+    g.swiglu_out = NULL;
     MOE_STEP_DONE(3)
 
     // SwiGLU over the layout rows (rows past offsets[E] and padding tiles are skipped)
@@ -341,8 +354,8 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     sw.h = ws->h, sw.h_dtype = DSV4_CUDA_F32, sw.rows = rows, sw.inter = w->I, sw.limit = a->limit;
     sw.n_rows = &ws->layout.offsets[E];
     sw.out = a4 ? NULL : ws->a, sw.out_dtype = DSV4_CUDA_BF16, sw.q = a4 ? &q : NULL;
-    sw.tile_expert = ws->layout.tile_expert, sw.tile = tile;
-    DSV4_TRY(dsv4_cuda_moe_swiglu(s, &sw));
+    sw.tile_expert = ws->layout.tile_expert, sw.tile = tile, sw.interleave = DSV4_CUDA_MOE_L1_BLOCK;
+    if (!fused) DSV4_TRY(dsv4_cuda_moe_swiglu(s, &sw));
     MOE_STEP_DONE(4)
 
     // L2: x rows are the layout rows; a static per-expert input scale joins group_scale

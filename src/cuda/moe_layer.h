@@ -13,6 +13,7 @@
 
 #include "cpu/moe_route.h"  /* dsv4_moe_layout */
 #include "cuda/linear.h"    /* dsv4_cuda_weight, dsv4_cuda_act_nvfp4, dsv4_cuda_out, paths */
+#include "cuda/moe.h"       /* DSV4_CUDA_MOE_L1_BLOCK */
 #include "cuda/moe_route.h" /* dsv4_cuda_router_cfg */
 #include "cuda/quantize.h"  /* dsv4_cuda_dtype */
 #include "dsv4.h"
@@ -37,9 +38,14 @@ typedef struct dsv4_cuda_moe_stack {
 } dsv4_cuda_moe_stack;
 
 /* One MoE layer's weights on the device (one allocation).
- *   l1 [E][2I, D]: gate | up unified per expert (rows 0..I−1 = w1, I..2I−1 = w3);
+ *   l1 [E][2I, D]: gate and up unified per expert, interleaved in blocks of
+ *                  DSV4_CUDA_MOE_L1_BLOCK (8) rows: rows 16b .. 16b+7 are w1 rows 8b .. 8b+7, rows
+ *                  16b+8 .. 16b+15 are w3 rows 8b .. 8b+7 (dsv4_cuda_moe_l1_row), so every 16-row
+ *                  MMA tile of the grouped decode holds the gate and the up of the same 8
+ *                  intermediate indices and its epilogue can apply SwiGLU; h follows this order;
  *   l2 [E][D, I]:  down;
- *   s1 [1][2Is, D], s2 [1][D, Is]: the shared expert, same layout (when has_shared).
+ *   s1 [1][2Is, D], s2 [1][D, Is]: the shared expert (when has_shared), s1 = [w1 | w3] rows
+ *                  (it runs through the ordinary linear).
  * Loading (dsv4_cuda_moe_weights_upload):
  *   - MXFP4 experts are converted exactly to NVFP4 (dsv4_mxfp4_to_nvfp4): same payload,
  *     power-of-two global; a tensor whose scale range NVFP4 cannot hold fails the load.
@@ -53,6 +59,13 @@ typedef struct dsv4_cuda_moe_stack {
  *     checkpoints that share them); if any expert has none, x is quantized per token
  *     (dynamic). L2 uses each expert's own w2 input_scale (static) when all have one,
  *     else per row (dynamic). The shared expert likewise with its own scales. */
+/* The l1 stack row of natural row n of [w1 | w3] (n < 2I). */
+static inline int64_t dsv4_cuda_moe_l1_row(int64_t n, int64_t I) {
+    const int64_t j = n < I ? n : n - I; /* the intermediate index */
+    return j / DSV4_CUDA_MOE_L1_BLOCK * 2 * DSV4_CUDA_MOE_L1_BLOCK + (n < I ? 0 : DSV4_CUDA_MOE_L1_BLOCK) +
+           j % DSV4_CUDA_MOE_L1_BLOCK;
+}
+
 typedef struct dsv4_cuda_moe_weights {
     int E, D, I, Is; /* Is = 0 when there is no shared expert */
     int has_shared;
@@ -115,6 +128,10 @@ typedef struct dsv4_cuda_moe_gemm_args {
     void *y;                        /* [rows, N] */
     dsv4_cuda_out out;
     dsv4_cuda_linear_path path;
+    void *swiglu_out;               /* DECODE with the routed L1 stack (interleaved rows), else NULL:
+                                       write BF16 SwiGLU(h) [rows, N / 2] (moe.c's expression with
+                                       swiglu_limit) instead of y: the SwiGLU kernel's output, fused */
+    float swiglu_limit;
 } dsv4_cuda_moe_gemm_args;
 
 int dsv4_cuda_moe_prefill_tile(void);

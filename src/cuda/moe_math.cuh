@@ -16,6 +16,8 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda/nvfp4.cuh" /* f_add, f_mul, f_div: IEEE operations the compiler cannot contract */
+
 #ifndef DSV4_MOE_FLOAT_MATH_EXPERIMENT
 __device__ __forceinline__ float moe_expf(float x) { return (float)exp((double)x); }
 __device__ __forceinline__ float moe_log1pf(float x) { return (float)log1p((double)x); }
@@ -23,3 +25,11 @@ __device__ __forceinline__ float moe_log1pf(float x) { return (float)log1p((doub
 __device__ __forceinline__ float moe_expf(float x) { return expf(x); }
 __device__ __forceinline__ float moe_log1pf(float x) { return log1pf(x); }
 #endif
+
+// moe.c's SwiGLU: g = fminf(g, limit) (no lower clamp), u = fminf(fmaxf(u, -limit), limit),
+// g / (1.0f + expf(-g)) * u, left to right. fminf/fmaxf have the same NaN rule on both sides
+// (the non-NaN operand wins). Used by the SwiGLU kernel and the grouped decode's fused epilogue.
+__device__ __forceinline__ float swiglu_as_cpu(float g, float u, float limit) {
+    const float gi = fminf(g, limit), ui = fminf(fmaxf(u, -limit), limit);
+    return f_mul(f_div(gi, f_add(1.0f, moe_expf(-gi))), ui);
+}

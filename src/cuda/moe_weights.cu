@@ -1,6 +1,6 @@
 // Stacked expert weights of one MoE layer on the device (moe_layer.h): gate|up unified per
-// expert, MXFP4 converted exactly to NVFP4, everything in one allocation so the grouped
-// GEMMs address expert e by a stride.
+// expert (routed experts: rows interleaved in blocks of 8), MXFP4 converted exactly to NVFP4,
+// everything in one allocation so the grouped GEMMs address expert e by a stride.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,11 +71,19 @@ static size_t stack_bytes(int G, int64_t N, int64_t K) {
     return (size_t)(G * (round256(N * K / 2) + round256(N * K / 16)) + 3 * round256(4 * G));
 }
 
+// The routed L1 row order (moe_layer.h): [w1 | w3] rows (q: I·2 rows of rb bytes) into blocks of
+// DSV4_CUDA_MOE_L1_BLOCK gate rows then as many up rows, in out.
+static void interleave_rows(const uint8_t *in, int64_t I, int64_t rb, uint8_t *out) {
+    for (int64_t n = 0; n < 2 * I; n++)
+        memcpy(out + dsv4_cuda_moe_l1_row(n, I) * rb, in + n * rb, (size_t)rb);
+}
+
 // Copies one expert (L1 = w1 | w3 unified, L2 = w2) into group g of the stacks. q/s: host
-// staging for 2·I·D elements. gs1/is1/gs2/is2: host arrays receiving the scales.
+// staging for 2·I·D elements; qi/si: the same again, for the interleaved L1 rows when
+// `interleave` (the routed stack). gs1/is1/gs2/is2: host arrays receiving the scales.
 static dsv4_status upload_expert(const dsv4_cpu_expert *e, int g, int64_t D, int64_t I, const dsv4_cuda_moe_stack *l1,
-                                 const dsv4_cuda_moe_stack *l2, uint8_t *q, uint8_t *s, float *gs1, float *is1,
-                                 float *gs2, float *is2, size_t *rerounded) {
+                                 const dsv4_cuda_moe_stack *l2, int interleave, uint8_t *q, uint8_t *s, uint8_t *qi,
+                                 uint8_t *si, float *gs1, float *is1, float *gs2, float *is2, size_t *rerounded) {
     host_nvfp4 w1, w3, w2;
     const size_t half_q = (size_t)(I * D / 2), half_s = (size_t)(I * D / 16);
     DSV4_TRY(to_nvfp4(e->w1, I, D, &w1, q, s));
@@ -90,8 +98,14 @@ static dsv4_status upload_expert(const dsv4_cpu_expert *e, int g, int64_t D, int
     if (!(w1.input_scale > 0.0f) || !(w3.input_scale > 0.0f)) is1[g] = 0.0f;
     char op[256];
     snprintf(op, sizeof op, "moe weights upload: expert %d L1 (cudaMemcpy)", g);
-    DSV4_CUDA_TRY(cudaMemcpy((void *)(l1->data + (int64_t)g * l1->w_stride), q, 2 * half_q, cudaMemcpyHostToDevice), op);
-    DSV4_CUDA_TRY(cudaMemcpy((void *)(l1->scale + (int64_t)g * l1->s_stride), s, 2 * half_s, cudaMemcpyHostToDevice), op);
+    if (interleave) {
+        interleave_rows(q, I, D / 2, qi);
+        interleave_rows(s, I, D / 16, si);
+    }
+    DSV4_CUDA_TRY(cudaMemcpy((void *)(l1->data + (int64_t)g * l1->w_stride), interleave ? qi : q, 2 * half_q,
+                             cudaMemcpyHostToDevice), op);
+    DSV4_CUDA_TRY(cudaMemcpy((void *)(l1->scale + (int64_t)g * l1->s_stride), interleave ? si : s, 2 * half_s,
+                             cudaMemcpyHostToDevice), op);
     DSV4_TRY(dsv4_cuda_fp4_device_layout((uint8_t *)(l1->data + (int64_t)g * l1->w_stride),
                                          (uint8_t *)(l1->scale + (int64_t)g * l1->s_stride), 2 * I, D, DSV4_WF_NVFP4));
     DSV4_TRY(to_nvfp4(e->w2, D, I, &w2, q, s));
@@ -140,17 +154,18 @@ static void summarise(const scale_arrays *h, int G, float *x_scale, int *l2_stat
 }
 
 static dsv4_status upload_all(const dsv4_cpu_expert *experts, int E, const dsv4_cpu_expert *shared,
-                              dsv4_cuda_moe_weights *w, uint8_t *q, uint8_t *s, scale_arrays *h) {
+                              dsv4_cuda_moe_weights *w, uint8_t *q, uint8_t *s, uint8_t *qi, uint8_t *si,
+                              scale_arrays *h) {
     for (int e = 0; e < E; e++) {
-        dsv4_status st = upload_expert(&experts[e], e, w->D, w->I, &w->l1, &w->l2, q, s, h->g1, h->i1, h->g2, h->i2,
-                                       &w->scales_rerounded);
+        dsv4_status st = upload_expert(&experts[e], e, w->D, w->I, &w->l1, &w->l2, 1, q, s, qi, si, h->g1, h->i1, h->g2,
+                                       h->i2, &w->scales_rerounded);
         if (st != DSV4_OK) return dsv4_fail_context(st, "moe weights: routed expert %d", e);
     }
     DSV4_TRY(copy_scales(&w->l1, &w->l2, h, E));
     summarise(h, E, &w->l1_x_scale, &w->l2_static);
     if (w->has_shared) {
-        dsv4_status st = upload_expert(shared, 0, w->D, w->Is, &w->s1, &w->s2, q, s, h->g1, h->i1, h->g2, h->i2,
-                                       &w->scales_rerounded);
+        dsv4_status st = upload_expert(shared, 0, w->D, w->Is, &w->s1, &w->s2, 0, q, s, qi, si, h->g1, h->i1, h->g2,
+                                       h->i2, &w->scales_rerounded);
         if (st != DSV4_OK) return dsv4_fail_context(st, "moe weights: shared expert");
         DSV4_TRY(copy_scales(&w->s1, &w->s2, h, 1));
         summarise(h, 1, &w->s1_x_scale, &w->s2_static);
@@ -196,12 +211,13 @@ extern "C" dsv4_status dsv4_cuda_moe_weights_upload(const dsv4_cpu_expert *exper
     const int64_t Imax = I > Is ? I : Is;
     const size_t n = (size_t)(2 * Imax * D);
     uint8_t *q = (uint8_t *)malloc(n / 2), *s = (uint8_t *)malloc(n / 16);
+    uint8_t *qi = (uint8_t *)malloc(n / 2), *si = (uint8_t *)malloc(n / 16);
     scale_arrays h;
     h.g1 = (float *)malloc(sizeof(float) * 5 * (size_t)E);
     h.i1 = h.g1 + E, h.g2 = h.g1 + 2 * E, h.i2 = h.g1 + 3 * E, h.tmp = h.g1 + 4 * E;
-    dsv4_status st = q && s && h.g1 ? upload_all(experts, E, shared, out, q, s, &h)
-                                    : dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "moe weights upload: host staging");
-    free(q), free(s), free(h.g1);
+    dsv4_status st = q && s && qi && si && h.g1 ? upload_all(experts, E, shared, out, q, s, qi, si, &h)
+                                                : dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "moe weights upload: host staging");
+    free(q), free(s), free(qi), free(si), free(h.g1);
     if (st != DSV4_OK) {
         dsv4_cuda_moe_weights_free(out);
         return st;
