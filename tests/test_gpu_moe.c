@@ -466,26 +466,31 @@ typedef struct rpjob {
     float *w;
     dsv4_moe_layout out;
     unsigned int *done;
+    int with_shared;
 } rpjob;
 
 static dsv4_status enqueue_route_permute(cudaStream_t s, void *a) {
     rpjob *j = a;
     return dsv4_cuda_moe_route_permute(s, &j->cfg, j->T, j->logits, j->bias, j->tid2eid, j->tok, j->vocab, j->idx, j->w,
-                                       j->tile, &j->out, j->active, j->n_active, j->done);
+                                       j->tile, &j->out, j->active, j->n_active, j->done, j->with_shared);
 }
 
 /* dsv4_cuda_moe_route_permute (one launch up to 512 pairs) against the CPU router, the CPU
  * layout and the active list derived from the CPU counts: every array bit-exact (weights:
  * the CPU's within 4 ulp, as the router test), in a direct run and graph replays (the block
- * counter must be back at 0 after each). */
+ * counter must be back at 0 after each). with_shared: slot k of every token is (E, 1), and the
+ * layout is the CPU's for k + 1 slots over E + 1 experts. */
 static int route_permute_case(const dsv4_cpu_router_cfg *cfg, int T, int tile, const float *logits, const float *bias,
-                              const int32_t *tab, const int32_t *tok, int vocab, char *msg, size_t len) {
-    const int E = cfg->n_experts, k = cfg->topk;
+                              const int32_t *tab, const int32_t *tok, int vocab, int with_shared, char *msg,
+                              size_t len) {
+    const int sh = with_shared ? 1 : 0, E = cfg->n_experts + sh, k = cfg->topk + sh; /* the layout's */
     const size_t nk = (size_t)T * k;
     int ok = 0;
     host_layout L;
     if (!layout_alloc(&L, T, k, E, tile)) return snprintf(msg, len, "out of memory"), 0;
-    int32_t *idx = malloc(sizeof(int32_t) * nk), want_act[DSV4_CUDA_MOE_MAX_EXPERTS + 1];
+    int32_t *idx = malloc(sizeof(int32_t) * nk), *idx_k = malloc(sizeof(int32_t) * nk);
+    int32_t want_act[DSV4_CUDA_MOE_MAX_EXPERTS + 1];
+    float *w_k = malloc(sizeof(float) * nk);
     float *w = malloc(sizeof(float) * nk);
     void *d_l = gpu_upload(logits, sizeof(float) * (size_t)T * E), *d_b = bias ? gpu_upload(bias, sizeof(float) * E) : NULL;
     void *d_t = tab ? gpu_upload(tab, sizeof(int32_t) * (size_t)vocab * k) : NULL;
@@ -499,7 +504,7 @@ static int route_permute_case(const dsv4_cpu_router_cfg *cfg, int T, int tile, c
                               sizeof(int32_t) * (size_t)L.max_rows, sizeof(int32_t) * (size_t)L.max_tiles,
                               sizeof(int32_t) * nk, sizeof(int32_t) * E, sizeof(int32_t)};
     gpu_buf outs[NB];
-    int alloc_ok = idx && w && d_l && (!bias || d_b) && (!tab || (d_t && d_tok)) && d_done;
+    int alloc_ok = idx && idx_k && w && w_k && d_l && (!bias || d_b) && (!tab || (d_t && d_tok)) && d_done;
     for (int i = 0; i < NB; i++) {
         outs[i] = (gpu_buf){names[i], gpu_upload(NULL, sizes[i]), sizes[i], NULL};
         alloc_ok &= outs[i].dev != NULL;
@@ -509,8 +514,16 @@ static int route_permute_case(const dsv4_cpu_router_cfg *cfg, int T, int tile, c
         goto done;
     }
     dsv4_moe_layout v = layout_view(&L);
-    if (dsv4_cpu_router(cfg, T, logits, bias, tab, tok, vocab, idx, w) != DSV4_OK ||
-        dsv4_cpu_moe_permute(idx, T, k, E, tile, &v) != DSV4_OK) {
+    if (dsv4_cpu_router(cfg, T, logits, bias, tab, tok, vocab, idx_k, w_k) != DSV4_OK) {
+        snprintf(msg, len, "CPU: %s", dsv4_last_error());
+        goto done;
+    }
+    for (int t = 0; t < T; t++) /* the k routed slots, then the shared one */
+        for (int j = 0; j < k; j++) {
+            idx[(size_t)t * k + j] = j < k - sh ? idx_k[(size_t)t * (k - sh) + j] : E - 1;
+            w[(size_t)t * k + j] = j < k - sh ? w_k[(size_t)t * (k - sh) + j] : 1.0f;
+        }
+    if (dsv4_cpu_moe_permute(idx, T, k, E, tile, &v) != DSV4_OK) {
         snprintf(msg, len, "CPU: %s", dsv4_last_error());
         goto done;
     }
@@ -519,9 +532,9 @@ static int route_permute_case(const dsv4_cpu_router_cfg *cfg, int T, int tile, c
         if (L.counts[e] > 0) want_act[n_act++] = e;
     for (int e = n_act; e < E; e++) want_act[e] = -1;
     want_act[E] = n_act;
-    rpjob job = {{E, k, (int)cfg->score, cfg->normalize, cfg->scaling}, T, vocab, tile, d_l, d_b, d_t, d_tok,
+    rpjob job = {{E - sh, k - sh, (int)cfg->score, cfg->normalize, cfg->scaling}, T, vocab, tile, d_l, d_b, d_t, d_tok,
                  outs[0].dev, outs[7].dev, outs[8].dev, outs[1].dev,
-                 {outs[2].dev, outs[3].dev, outs[4].dev, outs[5].dev, outs[6].dev}, d_done};
+                 {outs[2].dev, outs[3].dev, outs[4].dev, outs[5].dev, outs[6].dev}, d_done, sh};
     if (!gpu_graph_check(gpu_test_stream(), enqueue_route_permute, &job, outs, NB, msg, len)) goto done;
     const void *want[NB] = {idx, NULL, L.counts, L.offsets, L.row_token, L.tile_expert, L.inv, want_act, &want_act[E]};
     for (int i = 0; i < NB; i++) {
@@ -552,7 +565,7 @@ done:
     for (int i = 0; i < NB; i++) cudaFree(outs[i].dev), outs[i].dev = NULL;
     gpu_bufs_free(outs, NB);
     cudaFree(d_l), cudaFree(d_b), cudaFree(d_t), cudaFree(d_tok), cudaFree(d_done);
-    free(idx), free(w);
+    free(idx), free(w), free(idx_k), free(w_k);
     layout_free(&L);
     return ok;
 }
@@ -560,9 +573,12 @@ done:
 TEST(gpu_moe_route_permute_matches_cpu) {
     if (!gpu_available()) SKIP("no GPU");
     /* T·k <= 512 takes the one-launch kernel, above it the router + permute pair */
-    static const struct { int E, k, T, tile, hash; } cases[] = {
-        {256, 6, 1, 1, 0}, {256, 6, 4, 1, 0},  {256, 6, 64, 1, 0}, {256, 6, 85, 1, 0}, {256, 6, 86, 1, 0},
-        {384, 8, 64, 1, 0}, {16, 4, 33, 8, 0}, {16, 4, 7, 1, 1},   {256, 6, 3, 128, 0}};
+    static const struct { int E, k, T, tile, hash, shared; } cases[] = {
+        {256, 6, 1, 1, 0, 0},  {256, 6, 4, 1, 0, 0}, {256, 6, 64, 1, 0, 0}, {256, 6, 85, 1, 0, 0},
+        {256, 6, 86, 1, 0, 0}, {384, 8, 64, 1, 0, 0}, {16, 4, 33, 8, 0, 0}, {16, 4, 7, 1, 1, 0},
+        {256, 6, 3, 128, 0, 0},
+        /* the shared expert as slot k (expert E): up to 512 pairs of k + 1 */
+        {256, 6, 1, 1, 0, 1}, {256, 6, 64, 1, 0, 1}, {256, 6, 73, 1, 0, 1}, {16, 4, 7, 1, 1, 1}, {383, 8, 56, 1, 0, 1}};
     enum { V = 100 };
     uint64_t rng = 41;
     char msg[512];
@@ -580,9 +596,9 @@ TEST(gpu_moe_route_permute_matches_cpu) {
         msg[0] = 0;
         const int hash = cases[c].hash;
         int ok = route_permute_case(&cfg, T, cases[c].tile, l, hash ? NULL : bias, hash ? tab : NULL, hash ? tok : NULL,
-                                    hash ? V : 0, msg, sizeof msg);
+                                    hash ? V : 0, cases[c].shared, msg, sizeof msg);
         free(l), free(tab);
-        CHECK_MSG(ok, "E=%d k=%d T=%d tile %d hash %d: %s", E, k, T, cases[c].tile, hash, msg);
+        CHECK_MSG(ok, "E=%d k=%d T=%d tile %d hash %d shared %d: %s", E, k, T, cases[c].tile, hash, cases[c].shared, msg);
     }
 }
 
@@ -881,7 +897,7 @@ TEST(gpu_moe_rejects_bad_arguments) {
     CHECK(strstr(dsv4_last_error(), "moe_swiglu") != NULL);
     a.rows = 0, q.mode = DSV4_ACT_SCALE_STATIC;
     CHECK_OK(dsv4_cuda_moe_swiglu(NULL, &a));
-    CHECK_STATUS(dsv4_cuda_moe_combine(NULL, 1, 9, 16, f, DSV4_CUDA_F32, dummy, dummy, f, NULL, DSV4_CUDA_F32, f,
+    CHECK_STATUS(dsv4_cuda_moe_combine(NULL, 1, 10, 16, f, DSV4_CUDA_F32, dummy, dummy, f, NULL, DSV4_CUDA_F32, f,
                                        DSV4_CUDA_F32),
                  DSV4_ERR_SHAPE);
     CHECK(strstr(dsv4_last_error(), "moe_combine") != NULL);

@@ -36,7 +36,7 @@
 /* ---------------------------------------------------------------- host model */
 
 typedef struct host_moe {
-    int E, D, I, nsets;
+    int E, D, I, Is, nsets; /* Is: the shared expert's intermediate size (<= I) */
     dsv4_weight *w;        /* [3 (E + 1)]: w1, w3, w2 of each routed expert, then the shared */
     dsv4_cpu_expert *ex;   /* [E] */
     dsv4_cpu_expert shared;
@@ -52,9 +52,10 @@ static void host_moe_free(host_moe *m) {
 /* Random NVFP4 (or MXFP4) experts. nsets distinct payloads are cycled over the E experts
  * (a Flash-sized layer would otherwise need GBs of host memory); globals differ per expert.
  * up_ratio: w3's global = w1's · up_ratio (1 = unified already; 0.5 exact; 0.7 re-rounds). */
-static int host_moe_make(host_moe *m, int E, int D, int I, int nsets, int mxfp4, float up_ratio, uint64_t *rng) {
+static int host_moe_make(host_moe *m, int E, int D, int I, int Is, int nsets, int mxfp4, float up_ratio,
+                         uint64_t *rng) {
     memset(m, 0, sizeof *m);
-    m->E = E, m->D = D, m->I = I, m->nsets = nsets;
+    m->E = E, m->D = D, m->I = I, m->Is = Is, m->nsets = nsets;
     const int nb = 3 * (nsets + 1);
     m->q = calloc((size_t)nb, sizeof *m->q), m->s = calloc((size_t)nb, sizeof *m->s);
     m->w = calloc((size_t)(3 * (E + 1)), sizeof *m->w), m->ex = calloc((size_t)E, sizeof *m->ex);
@@ -73,11 +74,12 @@ static int host_moe_make(host_moe *m, int E, int D, int I, int nsets, int mxfp4,
         for (int j = 0; j < 3; j++) {
             dsv4_weight *w = &m->w[3 * e + j];
             w->format = mxfp4 ? DSV4_WF_MXFP4 : DSV4_WF_NVFP4;
-            w->rows = j == 2 ? D : I, w->cols = j == 2 ? I : D;
+            const int ie = e == E ? Is : I; /* the shared expert reads the first Is·D of its set */
+            w->rows = j == 2 ? D : ie, w->cols = j == 2 ? ie : D;
             w->data = m->q[3 * set + j], w->scale = m->s[3 * set + j];
             w->scale_dtype = mxfp4 ? DSV4_DT_F8_E8M0 : DSV4_DT_F8_E4M3;
             w->global_scale = mxfp4 ? 1.0f : j == 0 ? g1 : j == 1 ? g1 * up_ratio : g2;
-            w->bytes = n / 2 + n / sdiv;
+            w->bytes = (size_t)D * ie / 2 + (size_t)D * ie / sdiv;
         }
         dsv4_cpu_expert x = {&m->w[3 * e], &m->w[3 * e + 1], &m->w[3 * e + 2]};
         if (e < E) m->ex[e] = x;
@@ -108,7 +110,8 @@ static dsv4_status emulate_w4a16(const host_moe *m, int T, int k, const float *x
         for (int i = 0; i < n; i++) memcpy(xe + (size_t)i * D, x + (size_t)rows[i] * D, sizeof(float) * D);
         st = dsv4_cpu_linear(ex->w1, xe, n, g, DSV4_W4A16);
         if (st == DSV4_OK) st = dsv4_cpu_linear(ex->w3, xe, n, u, DSV4_W4A16);
-        for (size_t i = 0; st == DSV4_OK && i < (size_t)n * I; i++) {
+        const int ie = e == m->E ? m->Is : I;
+        for (size_t i = 0; st == DSV4_OK && i < (size_t)n * ie; i++) {
             float gi = fminf(g[i], LIMIT), ui = fminf(fmaxf(u[i], -LIMIT), LIMIT);
             g[i] = dsv4_bf16_round(gi / (1.0f + expf(-gi)) * ui);
         }
@@ -134,7 +137,7 @@ static float swiglu_amax(const host_moe *m, int T, const float *x) {
     for (int e = 0; g && u && e <= m->E; e++) {
         const dsv4_cpu_expert *ex = e < m->E ? &m->ex[e] : &m->shared;
         if (dsv4_cpu_linear(ex->w1, x, T, g, DSV4_W4A16) || dsv4_cpu_linear(ex->w3, x, T, u, DSV4_W4A16)) break;
-        for (size_t i = 0; i < (size_t)T * m->I; i++) {
+        for (size_t i = 0; i < (size_t)T * (e < m->E ? m->I : m->Is); i++) {
             float gi = fminf(g[i], LIMIT), ui = fminf(fmaxf(u[i], -LIMIT), LIMIT);
             amax = fmaxf(amax, fabsf(gi / (1.0f + expf(-gi)) * ui));
         }
@@ -155,6 +158,7 @@ typedef struct moe_case {
     dsv4_cuda_linear_path path;
     int mxfp4;
     float up_ratio;
+    int shared_I; /* 0: the routed I (the shared expert joins the routed stacks) */
 } moe_case;
 
 typedef struct fwd_job {
@@ -207,7 +211,8 @@ static int run_case(const moe_case *c, char *msg, size_t len) {
     dsv4_cuda_moe_weights w = {0};
     dsv4_cuda_moe_workspace ws = {0};
     gpu_buf outs[3] = {{"out", NULL, 0, NULL}, {"idx", NULL, 0, NULL}, {"weights", NULL, 0, NULL}};
-    if (!host_moe_make(&m, E, D, I, c->nsets, c->mxfp4, c->up_ratio, &rng) || !x || !logits || !bias || !wts || !ref ||
+    if (!host_moe_make(&m, E, D, I, c->shared_I ? c->shared_I : I, c->nsets, c->mxfp4, c->up_ratio, &rng) || !x ||
+        !logits || !bias || !wts || !ref ||
         !ref16 || !emu || !idx || !xb) {
         snprintf(msg, len, "out of memory");
         goto done;
@@ -272,15 +277,31 @@ static int run_case(const moe_case *c, char *msg, size_t len) {
     job.a.bias = c->routing == R_HASH ? NULL : d_b, job.a.tid2eid = d_t2e, job.a.token_ids = d_tok, job.a.vocab = vocab;
     job.a.limit = LIMIT, job.a.mode = mode, job.a.out = d_out, job.a.out_dtype = DSV4_CUDA_F32, job.a.path = c->path;
     outs[0].dev = d_out, outs[0].bytes = sizeof(float) * (size_t)T * D;
-    outs[1].dev = ws.idx, outs[1].bytes = sizeof(int32_t) * (size_t)T * k;
-    outs[2].dev = ws.weights, outs[2].bytes = sizeof(float) * (size_t)T * k;
+    /* idx / weights hold ws.idx_k slots per token: k, or k + 1 when the shared expert runs as
+     * slot k: W4A16 decode steps of up to DSV4_CUDA_MOE_FOLD_SHARED_MAX_T tokens, when it has
+     * the routed shape (then stored as group E) */
+    const int decode = c->path == DSV4_LINEAR_DECODE || (c->path == DSV4_LINEAR_AUTO && T <= 64);
+    const int fold = w.shared_grouped && !c->w4a4 && decode && T <= DSV4_CUDA_MOE_FOLD_SHARED_MAX_T;
+    outs[1].dev = ws.idx, outs[1].bytes = sizeof(int32_t) * (size_t)T * (k + fold);
+    outs[2].dev = ws.weights, outs[2].bytes = sizeof(float) * (size_t)T * (k + fold);
     if (!gpu_graph_check(gpu_test_stream(), enqueue_forward, &job, outs, 3, msg, len)) goto done;
 
-    const float *out = outs[0].host;
+    const float *out = outs[0].host, *gw = outs[2].host;
     const int32_t *gidx = outs[1].host;
+    const int ks = ws.idx_k;
+    if (ks != k + fold || w.shared_grouped != (w.Is == w.I)) {
+        snprintf(msg, len, "%d slots per token (k = %d, shared grouped %d, Is %d, I %d)", ks, k, w.shared_grouped, w.Is,
+                 w.I);
+        goto done;
+    }
     for (int i = 0; i < T * k; i++)
-        if (gidx[i] != idx[i]) {
-            snprintf(msg, len, "token %d slot %d: GPU expert %d, CPU %d", i / k, i % k, gidx[i], idx[i]);
+        if (gidx[i / k * ks + i % k] != idx[i]) {
+            snprintf(msg, len, "token %d slot %d: GPU expert %d, CPU %d", i / k, i % k, gidx[i / k * ks + i % k], idx[i]);
+            goto done;
+        }
+    for (int t = 0; t < T && ks > k; t++)
+        if (gidx[t * ks + k] != E || gw[t * ks + k] != 1.0f) {
+            snprintf(msg, len, "token %d: shared slot (%d, %g)", t, gidx[t * ks + k], (double)gw[t * ks + k]);
             goto done;
         }
     double worst_cos = 1, worst_cos16 = 1, worst_rel = 0, worst_rel_cpu = 0, cpu_cos16 = 1;
@@ -346,21 +367,24 @@ static void run_cases(const moe_case *cases, size_t n) {
 TEST(gpu_moe_layer_small_shapes_match_cpu) {
     if (!gpu_available()) SKIP("no GPU");
     static const moe_case cases[] = {
-        {"one token", 1, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 0, 1.0f},
-        {"one token prefill", 1, 16, 4, 256, 128, 16, R_RANDOM, 0, PRE, 0, 1.0f},
-        {"37 tokens decode", 37, 16, 4, 256, 128, 16, R_RANDOM, 0, DEC, 0, 0.5f},
-        {"37 tokens prefill", 37, 16, 4, 256, 128, 16, R_RANDOM, 0, PRE, 0, 0.5f},
-        {"300 tokens", 300, 32, 6, 256, 192, 32, R_RANDOM, 0, AUTO, 0, 1.0f},
-        {"empty experts decode", 3, 64, 4, 256, 128, 64, R_RANDOM, 0, AUTO, 0, 1.0f},
-        {"skewed (56 empty experts)", 200, 64, 2, 256, 128, 64, R_SKEWED, 0, AUTO, 0, 1.0f},
-        {"all to one expert prefill", 150, 16, 1, 256, 128, 16, R_ONE_EXPERT, 0, AUTO, 0, 1.0f},
-        {"all to one expert decode", 20, 16, 1, 256, 128, 16, R_ONE_EXPERT, 0, AUTO, 0, 1.0f},
-        {"hash, repeated experts", 10, 16, 4, 256, 128, 16, R_HASH, 0, AUTO, 0, 1.0f},
-        {"hash, decode groups > 64", 40, 4, 4, 256, 128, 4, R_HASH, 0, DEC, 0, 1.0f},
-        {"hash prefill", 40, 16, 4, 256, 128, 16, R_HASH, 0, PRE, 0, 1.0f},
-        {"MXFP4 experts", 9, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 1, 1.0f},
-        {"MXFP4 experts prefill", 130, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 1, 1.0f},
-        {"gate/up re-rounded", 5, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 0, 0.7f},
+        {"one token", 1, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 0, 1.0f, 0},
+        {"one token prefill", 1, 16, 4, 256, 128, 16, R_RANDOM, 0, PRE, 0, 1.0f, 0},
+        {"37 tokens decode", 37, 16, 4, 256, 128, 16, R_RANDOM, 0, DEC, 0, 0.5f, 0},
+        {"37 tokens prefill", 37, 16, 4, 256, 128, 16, R_RANDOM, 0, PRE, 0, 0.5f, 0},
+        {"300 tokens", 300, 32, 6, 256, 192, 32, R_RANDOM, 0, AUTO, 0, 1.0f, 0},
+        {"empty experts decode", 3, 64, 4, 256, 128, 64, R_RANDOM, 0, AUTO, 0, 1.0f, 0},
+        {"skewed (56 empty experts)", 200, 64, 2, 256, 128, 64, R_SKEWED, 0, AUTO, 0, 1.0f, 0},
+        {"all to one expert prefill", 150, 16, 1, 256, 128, 16, R_ONE_EXPERT, 0, AUTO, 0, 1.0f, 0},
+        {"all to one expert decode", 20, 16, 1, 256, 128, 16, R_ONE_EXPERT, 0, AUTO, 0, 1.0f, 0},
+        {"hash, repeated experts", 10, 16, 4, 256, 128, 16, R_HASH, 0, AUTO, 0, 1.0f, 0},
+        {"hash, decode groups > 64", 40, 4, 4, 256, 128, 4, R_HASH, 0, DEC, 0, 1.0f, 0},
+        {"hash prefill", 40, 16, 4, 256, 128, 16, R_HASH, 0, PRE, 0, 1.0f, 0},
+        {"MXFP4 experts", 9, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 1, 1.0f, 0},
+        {"MXFP4 experts prefill", 130, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 1, 1.0f, 0},
+        {"gate/up re-rounded", 5, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 0, 0.7f, 0},
+        /* a shared expert of another size keeps stacks of its own and the parallel chain */
+        {"shared expert I 64, one token", 1, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 0, 1.0f, 64},
+        {"shared expert I 64, 37 tokens prefill", 37, 16, 4, 256, 128, 16, R_RANDOM, 0, PRE, 0, 1.0f, 64},
     };
     run_cases(cases, sizeof cases / sizeof cases[0]);
 }
@@ -368,11 +392,11 @@ TEST(gpu_moe_layer_small_shapes_match_cpu) {
 TEST(gpu_moe_layer_w4a4_matches_cpu) {
     if (!gpu_available()) SKIP("no GPU");
     static const moe_case cases[] = {
-        {"W4A4 dynamic, one token", 1, 16, 4, 256, 128, 16, R_RANDOM, 1, AUTO, 0, 1.0f},
-        {"W4A4 static, decode", 21, 16, 4, 256, 128, 16, R_RANDOM, 2, AUTO, 0, 0.5f},
-        {"W4A4 static, prefill", 21, 16, 4, 256, 128, 16, R_RANDOM, 2, PRE, 0, 0.5f},
-        {"W4A4 dynamic, 300 tokens", 300, 32, 6, 256, 192, 32, R_RANDOM, 1, AUTO, 0, 1.0f},
-        {"W4A4 static, skewed", 200, 64, 2, 256, 128, 64, R_SKEWED, 2, AUTO, 0, 1.0f},
+        {"W4A4 dynamic, one token", 1, 16, 4, 256, 128, 16, R_RANDOM, 1, AUTO, 0, 1.0f, 0},
+        {"W4A4 static, decode", 21, 16, 4, 256, 128, 16, R_RANDOM, 2, AUTO, 0, 0.5f, 0},
+        {"W4A4 static, prefill", 21, 16, 4, 256, 128, 16, R_RANDOM, 2, PRE, 0, 0.5f, 0},
+        {"W4A4 dynamic, 300 tokens", 300, 32, 6, 256, 192, 32, R_RANDOM, 1, AUTO, 0, 1.0f, 0},
+        {"W4A4 static, skewed", 200, 64, 2, 256, 128, 64, R_SKEWED, 2, AUTO, 0, 1.0f, 0},
     };
     run_cases(cases, sizeof cases / sizeof cases[0]);
 }
@@ -381,12 +405,12 @@ TEST(gpu_moe_layer_flash_shapes_match_cpu) {
     if (!gpu_available()) SKIP("no GPU");
     /* V4-Flash: E 256, k 6, D 4096, I 2048 (+ shared); 4 distinct weight sets cycled */
     static const moe_case cases[] = {
-        {"Flash one token W4A16", 1, 256, 6, 4096, 2048, 4, R_RANDOM, 0, AUTO, 0, 0.5f},
-        {"Flash one token W4A4", 1, 256, 6, 4096, 2048, 4, R_RANDOM, 1, AUTO, 0, 1.0f},
-        {"Flash decode W4A16", 3, 256, 6, 4096, 2048, 4, R_RANDOM, 0, AUTO, 0, 0.5f},
-        {"Flash prefill W4A16", 5, 256, 6, 4096, 2048, 4, R_RANDOM, 0, PRE, 0, 0.5f},
-        {"Flash decode W4A4", 3, 256, 6, 4096, 2048, 4, R_RANDOM, 1, AUTO, 0, 1.0f},
-        {"Flash prefill W4A4", 4, 256, 6, 4096, 2048, 4, R_RANDOM, 1, PRE, 0, 1.0f},
+        {"Flash one token W4A16", 1, 256, 6, 4096, 2048, 4, R_RANDOM, 0, AUTO, 0, 0.5f, 0},
+        {"Flash one token W4A4", 1, 256, 6, 4096, 2048, 4, R_RANDOM, 1, AUTO, 0, 1.0f, 0},
+        {"Flash decode W4A16", 3, 256, 6, 4096, 2048, 4, R_RANDOM, 0, AUTO, 0, 0.5f, 0},
+        {"Flash prefill W4A16", 5, 256, 6, 4096, 2048, 4, R_RANDOM, 0, PRE, 0, 0.5f, 0},
+        {"Flash decode W4A4", 3, 256, 6, 4096, 2048, 4, R_RANDOM, 1, AUTO, 0, 1.0f, 0},
+        {"Flash prefill W4A4", 4, 256, 6, 4096, 2048, 4, R_RANDOM, 1, PRE, 0, 1.0f, 0},
     };
     run_cases(cases, sizeof cases / sizeof cases[0]);
 }
@@ -415,7 +439,7 @@ static int grouped_case(int path_prefill, int tile_req, int a4, int l2, char *ms
     uint8_t *q = malloc((size_t)xrows * K / 2), *sf = malloc((size_t)xrows * K / 16);
     dsv4_cuda_moe_weights w = {0};
     void *d_x = NULL, *d_q = NULL, *d_sf = NULL, *d_ts = NULL, *d_y = NULL, *d_a = NULL, *d_a2 = NULL, *d_l[6] = {0};
-    if (!host_moe_make(&m, E, D, I, E, 0, 1.0f, &rng) || !row_token || !tile_expert || !x || !y || !yr || !ts || !xb ||
+    if (!host_moe_make(&m, E, D, I, I, E, 0, 1.0f, &rng) || !row_token || !tile_expert || !x || !y || !yr || !ts || !xb ||
         !q || !sf) {
         snprintf(msg, len, "out of memory");
         goto done;

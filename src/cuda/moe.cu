@@ -22,7 +22,7 @@
 #define SWIGLU_TARGET_BLOCKS 1056 // the plain path's row splitting aims at this many blocks (8 per SM of 132)
 #define SWIGLU_STAGE_MAX 4096     // NVFP4 rows up to this long are staged in shared memory (16 KB)
 #define COMBINE_THREADS 256
-#define COMBINE_MAX_K 8
+#define COMBINE_MAX_K 9 // top-k <= 8, plus the shared expert as a slot (moe_layer.cu)
 
 // The offsets of intermediate element i's gate and up within a row of h: [gate | up] halves, or
 // (il = DSV4_CUDA_MOE_L1_BLOCK) blocks of il gate then il up values (the routed L1 stack's rows).

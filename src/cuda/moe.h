@@ -64,7 +64,8 @@ dsv4_status dsv4_cuda_moe_swiglu(cudaStream_t stream, const dsv4_cuda_swiglu_arg
  * order, starting from +0, each term rounded as weight·y before the add, and the shared
  * expert last. That is dsv4_cpu_moe's (and HF's) accumulation order, so the result is
  * bit-exact with the CPU given the same y; it is deterministic either way. Slots with
- * inv = −1 (dropped pairs) add nothing. k <= 8. T = 0 enqueues nothing.
+ * inv = −1 (dropped pairs) add nothing. k <= 9 (top-k and the shared expert as a slot of
+ * weight 1, which adds exactly what the shared term does). T = 0 enqueues nothing.
  * Errors name "moe_combine". */
 dsv4_status dsv4_cuda_moe_combine(cudaStream_t stream, int T, int k, int D, const void *y, dsv4_cuda_dtype y_dtype,
                                   const int32_t *idx, const int32_t *inv, const float *weights, const void *shared,

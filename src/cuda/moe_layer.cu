@@ -155,7 +155,8 @@ static void *take(carve *c, size_t n) {
 }
 
 static void layout_ws(carve *c, dsv4_cuda_moe_workspace *ws, int64_t D, int64_t I, int64_t Is) {
-    const size_t T = (size_t)ws->max_T, Tk = T * (size_t)ws->k, R = (size_t)ws->max_rows, E = (size_t)ws->E;
+    // routing arrays sized for k + 1 slots over E + 1 experts: the shared expert may run as a slot
+    const size_t T = (size_t)ws->max_T, Tk = T * (size_t)(ws->k + 1), R = (size_t)ws->max_rows, E = (size_t)ws->E + 1;
     ws->idx = (int32_t *)take(c, 4 * Tk);
     ws->weights = (float *)take(c, 4 * Tk);
     ws->layout.counts = (int32_t *)take(c, 4 * E);
@@ -278,6 +279,7 @@ static dsv4_status shared_expert(cudaStream_t s, const dsv4_cuda_moe_weights *w,
     dsv4_cuda_swiglu_args sw;
     memset(&sw, 0, sizeof sw);
     sw.h = ws->hs, sw.h_dtype = DSV4_CUDA_F32, sw.rows = a->T, sw.inter = w->Is, sw.limit = a->limit;
+    sw.interleave = w->shared_grouped ? DSV4_CUDA_MOE_L1_BLOCK : 0; // group E of l1: interleaved rows
     sw.out = a4 ? NULL : ws->as_, sw.out_dtype = DSV4_CUDA_BF16, sw.q = a4 ? &q : NULL;
     DSV4_TRY(dsv4_cuda_moe_swiglu(s, &sw));
     dsv4_cuda_act_nvfp4 aq = {ws->asq, ws->assf, w->s2_static ? NULL : ws->asts, w->s2_static ? w->s2_input_scale : 1.0f};
@@ -302,10 +304,21 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     const int bound = a->tid2eid ? T * k : T;
     bool decode = a->path == DSV4_LINEAR_DECODE || (a->path == DSV4_LINEAR_AUTO && T <= DSV4_CUDA_LINEAR_DECODE_MAX_M);
     const int tile = decode ? 1 : dsv4_cuda_moe_prefill_tile_for(T, k, E, w->D, w->I, a4);
-    const int64_t rows = dsv4_moe_max_rows(T, k, E, tile);
+    // W4A16 decode of a few tokens with the shared expert stored as group E: it runs as slot k
+    // of every token (weight 1, the combine's last term), one more expert of the grouped GEMMs,
+    // instead of a parallel chain of its own that contends with them (H100, one token: 73.7 ->
+    // 63.9 us). With more tokens its rows outweigh a routed expert's and its items come last in
+    // the grid's walk (4 tokens: 175 -> 179 us, 64: 2042 -> 2081 us), so it keeps the parallel
+    // chain there, as does W4A4 (whose x quantization may differ from the routed experts').
+    const bool fold = w->has_shared && w->shared_grouped && !a->skip_shared && a->stages != -1 && decode && !a4 &&
+                      T <= DSV4_CUDA_MOE_FOLD_SHARED_MAX_T &&
+                      (int64_t)T * (k + 1) <= DSV4_CUDA_MOE_ONE_LAUNCH_PAIRS;
+    const int ks = k + fold, Es = E + fold; // slots per token, groups
+    ws->idx_k = ks;
+    const int64_t rows = dsv4_moe_max_rows(T, ks, Es, tile);
 
     // the shared expert only needs x: fork it first so it overlaps the whole routed chain
-    const bool shared = w->has_shared && !a->skip_shared;
+    const bool shared = w->has_shared && !a->skip_shared && !fold;
     if (shared) {
         DSV4_CUDA_TRY(cudaEventRecord(ws->fork, s), "moe_forward: cudaEventRecord (fork)");
         DSV4_CUDA_TRY(cudaStreamWaitEvent(ws->side, ws->fork, 0), "moe_forward: cudaStreamWaitEvent (fork)");
@@ -325,7 +338,7 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     // decode path walks the active-expert list, which the layout kernel writes on the way
     DSV4_TRY(dsv4_cuda_moe_route_permute(s, &a->router, T, a->logits, a->bias, a->tid2eid, a->token_ids, a->vocab,
                                          ws->idx, ws->weights, tile, &ws->layout, decode ? ws->active : NULL,
-                                         decode ? ws->n_active : NULL, ws->route_done));
+                                         decode ? ws->n_active : NULL, ws->route_done, fold));
     MOE_STEP_DONE(1)
     MOE_STEP_DONE(2)
 
@@ -335,7 +348,7 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     memset(&g, 0, sizeof g);
     g.w = &w->l1, g.x = a4 ? NULL : a->x, g.xq = a4 ? &xq : NULL, g.row_token = ws->layout.row_token;
     g.layout = &ws->layout, g.tile = tile, g.rows = rows, g.active = ws->active, g.n_active = ws->n_active;
-    g.max_active = T * k < E ? T * k : E, g.bound = bound, g.y = ws->h, g.out = DSV4_CUDA_OUT_F32;
+    g.max_active = (T * k < E ? T * k : E) + fold, g.bound = bound, g.y = ws->h, g.out = DSV4_CUDA_OUT_F32;
     g.path = decode ? DSV4_LINEAR_DECODE : DSV4_LINEAR_PREFILL;
     // W4A16 decode: L1's epilogue applies SwiGLU itself (one launch less on the critical path)
     const bool fused = decode && !a4;
@@ -367,6 +380,6 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
 #undef MOE_STEP_DONE
 
     if (shared) DSV4_CUDA_TRY(cudaStreamWaitEvent(s, ws->join, 0), "moe_forward: cudaStreamWaitEvent (join)");
-    return dsv4_cuda_moe_combine(s, T, k, w->D, ws->y, DSV4_CUDA_F32, ws->idx, ws->layout.inv, ws->weights,
+    return dsv4_cuda_moe_combine(s, T, ks, w->D, ws->y, DSV4_CUDA_F32, ws->idx, ws->layout.inv, ws->weights,
                                  shared ? ws->ys : NULL, DSV4_CUDA_F32, a->out, a->out_dtype);
 }

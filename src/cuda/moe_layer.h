@@ -44,8 +44,9 @@ typedef struct dsv4_cuda_moe_stack {
  *                  MMA tile of the grouped decode holds the gate and the up of the same 8
  *                  intermediate indices and its epilogue can apply SwiGLU; h follows this order;
  *   l2 [E][D, I]:  down;
- *   s1 [1][2Is, D], s2 [1][D, Is]: the shared expert (when has_shared), s1 = [w1 | w3] rows
- *                  (it runs through the ordinary linear).
+ *   s1 [1][2Is, D], s2 [1][D, Is]: the shared expert (when has_shared): group E of l1 / l2
+ *                  when shared_grouped (interleaved rows), else stacks of their own with
+ *                  [w1 | w3] rows.
  * Loading (dsv4_cuda_moe_weights_upload):
  *   - MXFP4 experts are converted exactly to NVFP4 (dsv4_mxfp4_to_nvfp4): same payload,
  *     power-of-two global; a tensor whose scale range NVFP4 cannot hold fails the load.
@@ -59,6 +60,10 @@ typedef struct dsv4_cuda_moe_stack {
  *     checkpoints that share them); if any expert has none, x is quantized per token
  *     (dynamic). L2 uses each expert's own w2 input_scale (static) when all have one,
  *     else per row (dynamic). The shared expert likewise with its own scales. */
+/* Up to this many tokens a W4A16 decode step runs a grouped shared expert as slot k of every
+ * token (one more expert of the grouped GEMMs) instead of a parallel chain. */
+#define DSV4_CUDA_MOE_FOLD_SHARED_MAX_T 2
+
 /* The l1 stack row of natural row n of [w1 | w3] (n < 2I). */
 static inline int64_t dsv4_cuda_moe_l1_row(int64_t n, int64_t I) {
     const int64_t j = n < I ? n : n - I; /* the intermediate index */
@@ -69,6 +74,11 @@ static inline int64_t dsv4_cuda_moe_l1_row(int64_t n, int64_t I) {
 typedef struct dsv4_cuda_moe_weights {
     int E, D, I, Is; /* Is = 0 when there is no shared expert */
     int has_shared;
+    int shared_grouped; /* the shared expert is group E of l1 / l2 (its rows interleaved like the
+                           routed ones; s1 / s2 view that group): it has the routed shape and
+                           E < DSV4_CUDA_MOE_MAX_EXPERTS. W4A16 decode steps of up to
+                           DSV4_CUDA_MOE_FOLD_SHARED_MAX_T tokens then run it as one more expert of
+                           the grouped GEMMs (dsv4_cuda_moe_forward) */
     dsv4_cuda_moe_stack l1, l2, s1, s2;
     float l1_x_scale, s1_x_scale;    /* host copies; 0 = dynamic per token */
     int l2_static, s2_static;        /* 1: static input_scale per expert (else dynamic per row) */
@@ -145,7 +155,7 @@ dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const dsv4_cuda_mo
  * in dsv4_cuda_moe_forward). Sizes: the layout for tile 128 (max_rows = max_T·k + E·127),
  * h [max_rows, 2I] fp32, a [max_rows, I] BF16 or NVFP4, y [max_rows, D] fp32, the shared
  * expert's [max_T, ·] buffers and the decode split-K workspace. The routing results of the
- * last forward stay readable: idx / weights [T, k], layout, active / n_active. */
+ * last forward stay readable: idx / weights [T, idx_k], layout, active / n_active. */
 typedef struct dsv4_cuda_moe_workspace {
     int max_T, k, E;
     int64_t max_rows;
@@ -166,6 +176,8 @@ typedef struct dsv4_cuda_moe_workspace {
     void *lin_ws;                     /* split-K partials of the shared expert's linears */
     size_t lin_ws_bytes;
     unsigned int *route_done;         /* the fused router's block counter (0 between calls) */
+    int idx_k;                        /* slots per token in idx / weights / inv of the last
+                                         forward: k, or k + 1 when the shared expert ran as slot k */
     /* The shared expert runs on a side stream forked from the caller's stream and joined
      * before the combine (event fork/join: legal inside graph capture, where it becomes a
      * parallel branch), so its launches are off the routed experts' critical path. */

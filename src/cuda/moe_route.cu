@@ -27,7 +27,7 @@
 #define ROUTER_THREADS 128 // per token: up to DSV4_CUDA_MOE_MAX_EXPERTS / 128 experts per thread
 #define COUNT_THREADS 1024 // >= DSV4_CUDA_MOE_MAX_EXPERTS: one thread per expert in the scans
 #define PLACE_THREADS 256
-#define PLACE_FUSED_PAIRS 512 // up to this many (token, expert) pairs the count kernel places them too
+#define PLACE_FUSED_PAIRS DSV4_CUDA_MOE_ONE_LAUNCH_PAIRS // up to this many (token, expert) pairs the count kernel places them too
 #define ROUTE_PLACE_THREADS DSV4_CUDA_MOE_MAX_EXPERTS // the fused router: one thread per expert
 #define SCORE_SQRTSOFTPLUS 0
 #define SCORE_SIGMOID 1
@@ -45,7 +45,8 @@ __device__ __forceinline__ int warp_min_int(int v) {
 }
 
 // One token's routing (router.c's route_one) by a block of NT threads: scores into s, the k
-// choices into idx[t·k ..], their weights into weights[t·k ..]. Every thread must call it.
+// choices into idx[t·ks ..], their weights into weights[t·ks ..] (ks = k, or k + 1 with the
+// shared expert as slot k: id shared_e, weight 1). Every thread must call it; thread 0 writes.
 //
 // Selection (warp 0): lane l holds the biased scores of experts l, l + 32, ... in registers;
 // each of the k rounds is a warp reduction over them. router.c scans upward from the first
@@ -56,7 +57,7 @@ __device__ __forceinline__ int warp_min_int(int v) {
 template <int NT>
 __device__ void route_token(int t, int E, int k, int score, int normalize, float scaling, const float *logits,
                             const float *bias, const int32_t *tid2eid, const int32_t *token_ids, int vocab,
-                            int32_t *idx, float *weights) {
+                            int32_t *idx, float *weights, int ks, int shared_e) {
     constexpr int kPer = (DSV4_CUDA_MOE_MAX_EXPERTS + NT - 1) / NT; // experts per thread
     constexpr int kLane = DSV4_CUDA_MOE_MAX_EXPERTS / 32;           // experts per lane in the selection
     __shared__ float s[DSV4_CUDA_MOE_MAX_EXPERTS]; // scores
@@ -169,9 +170,10 @@ __device__ void route_token(int t, int E, int k, int score, int normalize, float
                 float v = sel[j] >= 0 ? s[sel[j]] : 0.0f;
                 if (normalize) v = f_div(v, f_add(sum, 1e-20f));
                 v = f_mul(v, scaling);
-                idx[(int64_t)t * k + j] = sel[j];
-                weights[(int64_t)t * k + j] = sel[j] >= 0 ? v : 0.0f;
+                idx[(int64_t)t * ks + j] = sel[j];
+                weights[(int64_t)t * ks + j] = sel[j] >= 0 ? v : 0.0f;
             }
+            if (shared_e >= 0) idx[(int64_t)t * ks + k] = shared_e, weights[(int64_t)t * ks + k] = 1.0f;
         }
     }
 }
@@ -183,7 +185,7 @@ __global__ void __launch_bounds__(ROUTER_THREADS)
     pdl_launch_dependents();
     pdl_wait(); // PDL: see common.cuh
     route_token<ROUTER_THREADS>(blockIdx.x, E, k, score, normalize, scaling, logits, bias, tid2eid, token_ids, vocab,
-                                idx, weights);
+                                idx, weights, k, -1);
 }
 
 static dsv4_status router_check(const dsv4_cuda_router_cfg *cfg, int T, const float *logits, const int32_t *tid2eid,
@@ -332,16 +334,18 @@ __global__ void __launch_bounds__(COUNT_THREADS)
 
 // The router and the fused count + place in one launch (a decode step): every block routes its
 // token; the last block to finish (a device counter, reset by that block for the next launch)
-// lays out all pairs. Which block is last does not change a bit of the result.
+// lays out all pairs. Which block is last does not change a bit of the result. shared_e >= 0
+// (= E): every token gets slot k = (shared_e, weight 1) as well, and the layout has E + 1 groups.
 __global__ void __launch_bounds__(ROUTE_PLACE_THREADS)
     k_moe_route_place(int E, int k, int score, int normalize, float scaling, int T, const float *logits,
                       const float *bias, const int32_t *tid2eid, const int32_t *token_ids, int vocab, int32_t *idx,
                       float *weights, int tile, int max_tiles, int max_rows, dsv4_moe_layout L, int32_t *active,
-                      int32_t *n_active, unsigned int *done) {
+                      int32_t *n_active, unsigned int *done, int shared_e) {
     pdl_launch_dependents();
     pdl_wait(); // PDL: see common.cuh
+    const int ks = k + (shared_e >= 0); // slots per token
     route_token<ROUTE_PLACE_THREADS>(blockIdx.x, E, k, score, normalize, scaling, logits, bias, tid2eid, token_ids,
-                                     vocab, idx, weights);
+                                     vocab, idx, weights, ks, shared_e);
     __shared__ bool last;
     if (threadIdx.x == 0) { // thread 0 wrote this token's idx and weights
         __threadfence();
@@ -350,8 +354,8 @@ __global__ void __launch_bounds__(ROUTE_PLACE_THREADS)
     __syncthreads();
     if (!last) return;
     __threadfence();
-    count_place<ROUTE_PLACE_THREADS>(idx, T * k, E, tile, max_tiles, L.counts, L.offsets, L.tile_expert, L.inv, active,
-                                     n_active, k, max_rows, L.row_token);
+    count_place<ROUTE_PLACE_THREADS>(idx, T * ks, E + (shared_e >= 0), tile, max_tiles, L.counts, L.offsets,
+                                     L.tile_expert, L.inv, active, n_active, ks, max_rows, L.row_token);
     if (threadIdx.x == 0) *done = 0u;
 }
 
@@ -430,18 +434,23 @@ extern "C" dsv4_status dsv4_cuda_moe_route_permute(cudaStream_t stream, const ds
                                                    const float *logits, const float *bias, const int32_t *tid2eid,
                                                    const int32_t *token_ids, int vocab, int32_t *idx, float *weights,
                                                    int tile, const dsv4_moe_layout *out, int32_t *active,
-                                                   int32_t *n_active, unsigned int *done) {
+                                                   int32_t *n_active, unsigned int *done, int with_shared) {
     DSV4_TRY(router_check(cfg, T, logits, tid2eid, token_ids, vocab, idx, weights));
-    const int E = cfg->n_experts, k = cfg->topk;
-    DSV4_TRY(permute_check(idx, T, k, E, tile, out, active, n_active));
-    if (T < 1 || (int64_t)T * k > PLACE_FUSED_PAIRS || !done) { // the two-step path
+    const int E = cfg->n_experts, k = cfg->topk, sh = with_shared ? 1 : 0;
+    DSV4_TRY(permute_check(idx, T, k + sh, E + sh, tile, out, active, n_active));
+    const bool one_launch = T >= 1 && (int64_t)T * (k + sh) <= PLACE_FUSED_PAIRS && done;
+    if (sh && (!one_launch || E + 1 > DSV4_CUDA_MOE_MAX_EXPERTS))
+        return dsv4_fail(DSV4_ERR_UNSUPPORTED, "moe_route_permute: the shared-expert slot needs T x (k + 1) <= %d pairs "
+                         "(T = %d, k = %d), E < %d and the block counter", PLACE_FUSED_PAIRS, T, k,
+                         DSV4_CUDA_MOE_MAX_EXPERTS);
+    if (!one_launch) { // the two-step path
         DSV4_TRY(dsv4_cuda_moe_router(stream, cfg, T, logits, bias, tid2eid, token_ids, vocab, idx, weights));
         return dsv4_cuda_moe_permute_active(stream, idx, T, k, E, tile, out, active, n_active);
     }
-    const int64_t max_rows = dsv4_moe_max_rows(T, k, E, tile);
+    const int64_t max_rows = dsv4_moe_max_rows(T, k + sh, E + sh, tile);
     (void)dsv4_launch_pdl(k_moe_route_place, dim3((unsigned)T), dim3(ROUTE_PLACE_THREADS), 0, stream, E, k, cfg->score,
                           cfg->normalize, cfg->scaling, T, logits, bias, tid2eid, token_ids, vocab, idx, weights, tile,
-                          (int)(max_rows / tile), (int)max_rows, *out, active, n_active, done);
+                          (int)(max_rows / tile), (int)max_rows, *out, active, n_active, done, sh ? E : -1);
     DSV4_CUDA_LAUNCHED("moe_route_permute: kernel");
     return DSV4_OK;
 }

@@ -17,6 +17,7 @@ extern "C" {
 #endif
 
 /* Largest expert count and top-k the kernels hold in shared memory / registers. */
+#define DSV4_CUDA_MOE_ONE_LAUNCH_PAIRS 512 /* dsv4_cuda_moe_route_permute: one launch up to T·k pairs */
 #define DSV4_CUDA_MOE_MAX_EXPERTS 384
 #define DSV4_CUDA_MOE_MAX_TOPK 8
 
@@ -68,12 +69,15 @@ dsv4_status dsv4_cuda_moe_permute_active(cudaStream_t stream, const int32_t *idx
  * NULL), the same results; up to 512 pairs (T·k, a decode step) in one launch: every block
  * routes its token and the last one to finish lays out all pairs. `done` is a device counter
  * that must be 0 before the first call; each call leaves it 0 (NULL: always two steps).
- * Errors as the two functions'. */
+ * with_shared: every token also gets slot k = (expert E, weight 1), the shared expert as one
+ * more group: idx / weights are [T, k + 1] and the layout is that of k + 1 slots over E + 1
+ * experts (one launch only: T·(k + 1) <= 512, E < DSV4_CUDA_MOE_MAX_EXPERTS, `done` given;
+ * else DSV4_ERR_UNSUPPORTED). Errors as the two functions'. */
 dsv4_status dsv4_cuda_moe_route_permute(cudaStream_t stream, const dsv4_cuda_router_cfg *cfg, int T,
                                         const float *logits, const float *bias, const int32_t *tid2eid,
                                         const int32_t *token_ids, int vocab, int32_t *idx, float *weights, int tile,
                                         const dsv4_moe_layout *out, int32_t *active, int32_t *n_active,
-                                        unsigned int *done);
+                                        unsigned int *done, int with_shared);
 
 #ifdef __cplusplus
 }

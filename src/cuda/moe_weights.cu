@@ -67,6 +67,15 @@ static dsv4_status stack_init(dsv4_cuda_moe_stack *s, int G, int64_t N, int64_t 
     return DSV4_OK;
 }
 
+// A one-group stack viewing group g of s.
+static dsv4_cuda_moe_stack stack_group(const dsv4_cuda_moe_stack *s, int g) {
+    dsv4_cuda_moe_stack v = *s;
+    v.groups = 1;
+    v.data = s->data + (int64_t)g * s->w_stride, v.scale = s->scale + (int64_t)g * s->s_stride;
+    v.global = s->global + g, v.input_scale = s->input_scale + g, v.global_in = s->global_in + g;
+    return v;
+}
+
 static size_t stack_bytes(int G, int64_t N, int64_t K) {
     return (size_t)(G * (round256(N * K / 2) + round256(N * K / 16)) + 3 * round256(4 * G));
 }
@@ -163,13 +172,16 @@ static dsv4_status upload_all(const dsv4_cpu_expert *experts, int E, const dsv4_
     }
     DSV4_TRY(copy_scales(&w->l1, &w->l2, h, E));
     summarise(h, E, &w->l1_x_scale, &w->l2_static);
-    if (w->has_shared) {
-        dsv4_status st = upload_expert(shared, 0, w->D, w->Is, &w->s1, &w->s2, 0, q, s, qi, si, h->g1, h->i1, h->g2,
-                                       h->i2, &w->scales_rerounded);
+    if (w->has_shared) { // group E of the routed stacks (s1 / s2 view it) or stacks of its own
+        const int g = w->shared_grouped ? E : 0;
+        dsv4_status st = upload_expert(shared, g, w->D, w->Is, w->shared_grouped ? &w->l1 : &w->s1,
+                                       w->shared_grouped ? &w->l2 : &w->s2, w->shared_grouped, q, s, qi, si, h->g1,
+                                       h->i1, h->g2, h->i2, &w->scales_rerounded);
         if (st != DSV4_OK) return dsv4_fail_context(st, "moe weights: shared expert");
-        DSV4_TRY(copy_scales(&w->s1, &w->s2, h, 1));
-        summarise(h, 1, &w->s1_x_scale, &w->s2_static);
-        w->s1_global = h->g1[0], w->s2_global = h->g2[0], w->s2_input_scale = h->i2[0];
+        const scale_arrays hs = {h->g1 + g, h->i1 + g, h->g2 + g, h->i2 + g, h->tmp + g}; // its entries
+        DSV4_TRY(copy_scales(&w->s1, &w->s2, &hs, 1));
+        summarise(&hs, 1, &w->s1_x_scale, &w->s2_static);
+        w->s1_global = hs.g1[0], w->s2_global = hs.g2[0], w->s2_input_scale = hs.i2[0];
     }
     const float xs[2] = {w->l1_x_scale, w->s1_x_scale};
     DSV4_CUDA_TRY(cudaMemcpy(w->x_scales, xs, sizeof xs, cudaMemcpyHostToDevice), "moe weights upload: x scales");
@@ -192,17 +204,23 @@ extern "C" dsv4_status dsv4_cuda_moe_weights_upload(const dsv4_cpu_expert *exper
         return dsv4_fail(DSV4_ERR_SHAPE, "moe weights: D = %lld, I = %lld, shared I = %lld must be multiples of 32",
                          (long long)D, (long long)I, (long long)Is);
     out->E = E, out->D = (int)D, out->I = (int)I, out->Is = (int)Is, out->has_shared = shared != NULL;
-    size_t total = stack_bytes(E, 2 * I, D) + stack_bytes(E, D, I) + 256 + DSV4_CUDA_WEIGHT_TAIL;
-    if (shared) total += stack_bytes(1, 2 * Is, D) + stack_bytes(1, D, Is);
+    // a shared expert of the routed shape joins the routed stacks as group E (moe_layer.h)
+    out->shared_grouped = shared && Is == I && E < DSV4_CUDA_MOE_MAX_EXPERTS;
+    const int G = E + out->shared_grouped;
+    size_t total = stack_bytes(G, 2 * I, D) + stack_bytes(G, D, I) + 256 + DSV4_CUDA_WEIGHT_TAIL;
+    if (shared && !out->shared_grouped) total += stack_bytes(1, 2 * Is, D) + stack_bytes(1, D, Is);
     char op[128];
     snprintf(op, sizeof op, "moe weights upload: cudaMalloc(%zu bytes)", total);
     void *buf = NULL;
     DSV4_CUDA_TRY(cudaMalloc(&buf, total), op);
     size_t off = 0;
     uint8_t *base = (uint8_t *)buf;
-    stack_init(&out->l1, E, 2 * I, D, base, &off);
-    stack_init(&out->l2, E, D, I, base, &off);
-    if (shared) {
+    stack_init(&out->l1, G, 2 * I, D, base, &off);
+    stack_init(&out->l2, G, D, I, base, &off);
+    if (out->shared_grouped) {
+        out->s1 = stack_group(&out->l1, E);
+        out->s2 = stack_group(&out->l2, E);
+    } else if (shared) {
         stack_init(&out->s1, 1, 2 * Is, D, base, &off);
         stack_init(&out->s2, 1, D, Is, base, &off);
     }
@@ -213,8 +231,8 @@ extern "C" dsv4_status dsv4_cuda_moe_weights_upload(const dsv4_cpu_expert *exper
     uint8_t *q = (uint8_t *)malloc(n / 2), *s = (uint8_t *)malloc(n / 16);
     uint8_t *qi = (uint8_t *)malloc(n / 2), *si = (uint8_t *)malloc(n / 16);
     scale_arrays h;
-    h.g1 = (float *)malloc(sizeof(float) * 5 * (size_t)E);
-    h.i1 = h.g1 + E, h.g2 = h.g1 + 2 * E, h.i2 = h.g1 + 3 * E, h.tmp = h.g1 + 4 * E;
+    h.g1 = (float *)malloc(sizeof(float) * 5 * (size_t)G); // group E: the shared expert when grouped
+    h.i1 = h.g1 + G, h.g2 = h.g1 + 2 * G, h.i2 = h.g1 + 3 * G, h.tmp = h.g1 + 4 * G;
     dsv4_status st = q && s && qi && si && h.g1 ? upload_all(experts, E, shared, out, q, s, qi, si, &h)
                                                 : dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "moe weights upload: host staging");
     free(q), free(s), free(qi), free(si), free(h.g1);
