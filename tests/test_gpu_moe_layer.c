@@ -278,10 +278,11 @@ static int run_case(const moe_case *c, char *msg, size_t len) {
     job.a.limit = LIMIT, job.a.mode = mode, job.a.out = d_out, job.a.out_dtype = DSV4_CUDA_F32, job.a.path = c->path;
     outs[0].dev = d_out, outs[0].bytes = sizeof(float) * (size_t)T * D;
     /* idx / weights hold ws.idx_k slots per token: k, or k + 1 when the shared expert runs as
-     * slot k: W4A16 decode steps of up to DSV4_CUDA_MOE_FOLD_SHARED_MAX_T tokens, when it has
-     * the routed shape (then stored as group E) */
+     * slot k: decode steps of up to DSV4_CUDA_MOE_FOLD_SHARED_MAX_T tokens, when it has the
+     * routed shape (then stored as group E) and, in W4A4, quantizes its inputs as they do */
     const int decode = c->path == DSV4_LINEAR_DECODE || (c->path == DSV4_LINEAR_AUTO && T <= 64);
-    const int fold = w.shared_grouped && !c->w4a4 && decode && T <= DSV4_CUDA_MOE_FOLD_SHARED_MAX_T;
+    const int same_quant = !c->w4a4 || (w.s1_x_scale == w.l1_x_scale && w.s2_static == w.l2_static);
+    const int fold = w.shared_grouped && same_quant && decode && T <= DSV4_CUDA_MOE_FOLD_SHARED_MAX_T;
     outs[1].dev = ws.idx, outs[1].bytes = sizeof(int32_t) * (size_t)T * (k + fold);
     outs[2].dev = ws.weights, outs[2].bytes = sizeof(float) * (size_t)T * (k + fold);
     if (!gpu_graph_check(gpu_test_stream(), enqueue_forward, &job, outs, 3, msg, len)) goto done;
@@ -393,6 +394,7 @@ TEST(gpu_moe_layer_w4a4_matches_cpu) {
     if (!gpu_available()) SKIP("no GPU");
     static const moe_case cases[] = {
         {"W4A4 dynamic, one token", 1, 16, 4, 256, 128, 16, R_RANDOM, 1, AUTO, 0, 1.0f, 0},
+        {"W4A4 static, one token", 1, 16, 4, 256, 128, 16, R_RANDOM, 2, AUTO, 0, 1.0f, 0},
         {"W4A4 static, decode", 21, 16, 4, 256, 128, 16, R_RANDOM, 2, AUTO, 0, 0.5f, 0},
         {"W4A4 static, prefill", 21, 16, 4, 256, 128, 16, R_RANDOM, 2, PRE, 0, 0.5f, 0},
         {"W4A4 dynamic, 300 tokens", 300, 32, 6, 256, 192, 32, R_RANDOM, 1, AUTO, 0, 1.0f, 0},

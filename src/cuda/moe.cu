@@ -3,7 +3,8 @@
 //
 // SwiGLU: one block of 256 threads per row (without NVFP4, few rows: up to one block per 256
 // elements of a row). Without NVFP4 each thread walks the row with a stride of the blocks
-// (coalesced gate and up reads). With NVFP4 and rows up to SWIGLU_STAGE_MAX, every thread
+// (coalesced gate and up reads). With a static NVFP4 scale, one element per thread and a
+// half-warp per 16-element block (shuffles). With a per-row scale and rows up to SWIGLU_STAGE_MAX, every thread
 // evaluates elements (coalesced) into a shared-memory copy of the row, the block reduces the
 // amax (DYNAMIC_TOKEN), then each thread quantizes whole 16-element blocks from shared memory.
 // Longer rows (none in DeepSeek-V4) evaluate the row twice instead (once for the amax, once
@@ -49,7 +50,7 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
     __shared__ float sh[33];
     const int64_t r = blockIdx.x, kb = inter / 16;
     if (r >= rows) { // a padding row of the swizzled scale layout (d.q set, else not launched)
-        nvfp4_zero_pad(&d, r, kb, 1);
+        if (blockIdx.y == 0) nvfp4_zero_pad(&d, r, kb, 1);
         return;
     }
     if (n_rows && r >= *n_rows) return; // past the rows in use: nothing reads them
@@ -69,6 +70,31 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
         }
         return;
     }
+    if (d.mode == DSV4_ACT_SCALE_STATIC) {
+        // one element per thread (blockIdx.y picks the row's 256-element range), a half-warp per
+        // 16-element block: the block amax and the packed nibbles by shuffles; the same
+        // operations as nvfp4_quant_group16 (a decode step's few rows spread over many threads,
+        // as in the plain path; inter % 16 == 0, so a half-warp is all in or all out)
+        const int i = blockIdx.y * SWIGLU_THREADS + threadIdx.x, lane = threadIdx.x & 31;
+        const bool in = i < inter;
+        const float v = in ? swiglu_as_cpu(load_elem(h, h_dtype, hr + gate_col(i, il)),
+                                           load_elem(h, h_dtype, hr + up_col(i, inter, il)), limit)
+                           : 0.0f;
+        if (out && in) store_elem(out, out_dtype, r * inter + i, v);
+        float amax = f_max_nan_ignored(0.0f, f_abs(v));
+#pragma unroll
+        for (int o = 1; o < 16; o <<= 1) amax = f_max_nan_ignored(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        const float g = f_div(1.0f, d.scale[expert]);
+        const uint32_t sc = e4m3_encode(f_div(f_mul(g, amax), 6.0f));
+        const float sf = e4m3_decode(sc);
+        uint32_t word = (sf == 0.0f ? 0u : e2m1_encode(f_div(f_mul(v, g), sf))) << (4 * (lane % 8));
+#pragma unroll
+        for (int o = 1; o < 8; o <<= 1) word |= __shfl_xor_sync(0xffffffffu, word, o);
+        if (in && lane % 16 == 0) d.sf[nvfp4_sf_index(d.swizzled, r, i / 16, kb)] = (uint8_t)sc;
+        if (in && lane % 8 == 0) *(uint32_t *)(d.q + r * (inter / 2) + i / 2) = word;
+        if (blockIdx.y == 0) nvfp4_zero_pad(&d, r, kb, 0);
+        return;
+    }
     if (inter <= SWIGLU_STAGE_MAX) { // staged: every element evaluated once, by all the threads
         __shared__ __align__(16) float vals[SWIGLU_STAGE_MAX];
         float amax = 0.0f;
@@ -85,13 +111,9 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
                 amax = f_max_nan_ignored(amax, f_abs(v));
             }
         }
-        float s;
-        if (d.mode == DSV4_ACT_SCALE_DYNAMIC_TOKEN) { // (block_reduce's barriers also publish vals)
-            s = nvfp4_dynamic_scale(block_reduce(amax, sh, 1));
-            if (threadIdx.x == 0) d.scale[r] = s;
-        } else {
-            s = d.scale[expert];
-        }
+        // DYNAMIC_TOKEN (static scales took the path above); block_reduce's barriers also publish vals
+        const float s = nvfp4_dynamic_scale(block_reduce(amax, sh, 1));
+        if (threadIdx.x == 0) d.scale[r] = s;
         __syncthreads(); // vals complete
         const float g = f_div(1.0f, s);
         for (int64_t c = threadIdx.x; c < kb; c += blockDim.x) {
@@ -109,8 +131,8 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
         nvfp4_zero_pad(&d, r, kb, 0);
         return;
     }
-    float s;
-    if (d.mode == DSV4_ACT_SCALE_DYNAMIC_TOKEN) {
+    float s; // DYNAMIC_TOKEN
+    {
         float amax = 0.0f;
         for (int i0 = threadIdx.x; i0 < inter; i0 += SWIGLU_UNROLL * SWIGLU_THREADS) {
             float gv[SWIGLU_UNROLL], uv[SWIGLU_UNROLL];
@@ -121,8 +143,6 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
         }
         s = nvfp4_dynamic_scale(block_reduce(amax, sh, 1));
         if (threadIdx.x == 0) d.scale[r] = s;
-    } else {
-        s = d.scale[expert];
     }
     const float g = f_div(1.0f, s);
     for (int64_t c = threadIdx.x; c < kb; c += blockDim.x) {
@@ -182,6 +202,7 @@ extern "C" dsv4_status dsv4_cuda_moe_swiglu(cudaStream_t stream, const dsv4_cuda
     // element per thread (each thread's exact exp is a long double-precision sequence), many
     // rows keep a block per row with SWIGLU_UNROLL elements per thread and pass
     int64_t gy = 1;
+    if (d.q && d.mode == DSV4_ACT_SCALE_STATIC) gy = (a->inter + SWIGLU_THREADS - 1) / SWIGLU_THREADS; // an element per thread
     if (!d.q) {
         const int64_t per_row = (a->inter + SWIGLU_THREADS - 1) / SWIGLU_THREADS;
         const int64_t want = (SWIGLU_TARGET_BLOCKS + a->rows - 1) / a->rows;

@@ -54,7 +54,8 @@ typedef struct dsv4_cuda_swiglu_args {
                                   gate then up values (the routed L1 stack's output) */
 } dsv4_cuda_swiglu_args;
 
-/* One launch, one block per row. rows = 0 enqueues nothing. Errors name "moe_swiglu". */
+/* One launch: a block per row, or per 256 elements of a row (without NVFP4 when rows are few;
+ * with a static NVFP4 scale always). rows = 0 enqueues nothing. Errors name "moe_swiglu". */
 dsv4_status dsv4_cuda_moe_swiglu(cudaStream_t stream, const dsv4_cuda_swiglu_args *a);
 
 /* Combine: out[t, c] = Σ weights[t, j] · y[inv[t, j], c] + shared[t, c]   (fp32)

@@ -304,13 +304,15 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     const int bound = a->tid2eid ? T * k : T;
     bool decode = a->path == DSV4_LINEAR_DECODE || (a->path == DSV4_LINEAR_AUTO && T <= DSV4_CUDA_LINEAR_DECODE_MAX_M);
     const int tile = decode ? 1 : dsv4_cuda_moe_prefill_tile_for(T, k, E, w->D, w->I, a4);
-    // W4A16 decode of a few tokens with the shared expert stored as group E: it runs as slot k
+    // Decode steps of a few tokens with the shared expert stored as group E: it runs as slot k
     // of every token (weight 1, the combine's last term), one more expert of the grouped GEMMs,
-    // instead of a parallel chain of its own that contends with them (H100, one token: 73.7 ->
-    // 63.9 us). With more tokens its rows outweigh a routed expert's and its items come last in
-    // the grid's walk (4 tokens: 175 -> 179 us, 64: 2042 -> 2081 us), so it keeps the parallel
-    // chain there, as does W4A4 (whose x quantization may differ from the routed experts').
-    const bool fold = w->has_shared && w->shared_grouped && !a->skip_shared && a->stages != -1 && decode && !a4 &&
+    // instead of a parallel chain of its own that contends with them (H100, one token W4A16:
+    // 73.7 -> 63.9 us). With more tokens its rows outweigh a routed expert's and its items come
+    // last in the grid's walk (4 tokens: 175 -> 179 us, 64: 2042 -> 2081 us), so it keeps the
+    // parallel chain there. W4A4 folds only when the shared expert quantizes its inputs the way
+    // the routed ones do (the same x scale, both static or both dynamic L2 inputs).
+    const bool same_quant = !a4 || (w->s1_x_scale == w->l1_x_scale && w->s2_static == w->l2_static);
+    const bool fold = w->has_shared && w->shared_grouped && !a->skip_shared && a->stages != -1 && decode && same_quant &&
                       T <= DSV4_CUDA_MOE_FOLD_SHARED_MAX_T &&
                       (int64_t)T * (k + 1) <= DSV4_CUDA_MOE_ONE_LAUNCH_PAIRS;
     const int ks = k + fold, Es = E + fold; // slots per token, groups
@@ -365,7 +367,7 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     dsv4_cuda_swiglu_args sw;
     memset(&sw, 0, sizeof sw);
     sw.h = ws->h, sw.h_dtype = DSV4_CUDA_F32, sw.rows = rows, sw.inter = w->I, sw.limit = a->limit;
-    sw.n_rows = &ws->layout.offsets[E];
+    sw.n_rows = &ws->layout.offsets[Es]; // Es: the shared expert's rows too when it is a slot
     sw.out = a4 ? NULL : ws->a, sw.out_dtype = DSV4_CUDA_BF16, sw.q = a4 ? &q : NULL;
     sw.tile_expert = ws->layout.tile_expert, sw.tile = tile, sw.interleave = DSV4_CUDA_MOE_L1_BLOCK;
     if (!fused) DSV4_TRY(dsv4_cuda_moe_swiglu(s, &sw));
