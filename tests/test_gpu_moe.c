@@ -379,6 +379,17 @@ TEST(gpu_moe_router_hash_matches_cpu) {
 
 /* ---------------------------------------------------------------- permutation */
 
+/* Whether the int32 arrays got and want (bytes long) are equal; if not, msg names the first
+ * differing entry. */
+static int int_arrays_equal(const char *name, const void *got, const void *want, size_t bytes, char *msg, size_t len) {
+    if (memcmp(got, want, bytes) == 0) return 1;
+    const int32_t *g = got, *w = want;
+    size_t e = 0;
+    while (g[e] == w[e]) e++;
+    snprintf(msg, len, "%s[%zu] = %d, CPU %d", name, e, g[e], w[e]);
+    return 0;
+}
+
 typedef struct pjob {
     const int32_t *idx;
     int T, k, E, tile;
@@ -414,13 +425,7 @@ static int permute_case(const int32_t *idx, int T, int k, int E, int tile, char 
     pjob job = {d_idx, T, k, E, tile, {outs[0].dev, outs[1].dev, outs[2].dev, outs[3].dev, outs[4].dev}};
     if (!gpu_graph_check(gpu_test_stream(), enqueue_permute, &job, outs, 5, msg, len)) goto done;
     for (int i = 0; i < 5; i++)
-        if (memcmp(outs[i].host, want[i], sizes[i]) != 0) {
-            size_t e = 0;
-            while (((const int32_t *)outs[i].host)[e] == ((const int32_t *)want[i])[e]) e++;
-            snprintf(msg, len, "%s[%zu] = %d, CPU %d", names[i], e, ((const int32_t *)outs[i].host)[e],
-                     ((const int32_t *)want[i])[e]);
-            goto done;
-        }
+        if (!int_arrays_equal(names[i], outs[i].host, want[i], sizes[i], msg, len)) goto done;
     ok = 1;
 done:
     for (int i = 0; i < 5; i++) cudaFree(outs[i].dev), outs[i].dev = NULL;
@@ -547,13 +552,7 @@ static int route_permute_case(const dsv4_cpu_router_cfg *cfg, int T, int tile, c
                 }
             continue;
         }
-        if (memcmp(outs[i].host, want[i], sizes[i]) != 0) {
-            size_t e = 0;
-            while (((const int32_t *)outs[i].host)[e] == ((const int32_t *)want[i])[e]) e++;
-            snprintf(msg, len, "%s[%zu] = %d, CPU %d", names[i], e, ((const int32_t *)outs[i].host)[e],
-                     ((const int32_t *)want[i])[e]);
-            goto done;
-        }
+        if (!int_arrays_equal(names[i], outs[i].host, want[i], sizes[i], msg, len)) goto done;
     }
     unsigned int left = 1;
     if (cudaMemcpy(&left, d_done, sizeof left, cudaMemcpyDeviceToHost) != cudaSuccess || left != 0) {
