@@ -29,6 +29,15 @@ extern "C" int dsv4_cuda_pdl_enabled(void) {
     return v;
 }
 
+extern "C" int dsv4_cuda_l2_hints_enabled(void) {
+    static int v = -1; // benign race, as above
+    if (v < 0) {
+        const char *e = getenv("DSV4_L2_HINTS");
+        v = !(e && e[0] == '0');
+    }
+    return v;
+}
+
 extern "C" int dsv4_cuda_row_threads_override(void) {
     static int v = -1; // benign race, as above
     if (v < 0) {

@@ -21,6 +21,10 @@ dsv4_status dsv4_cuda_device_info(int device, dsv4_device_info *info);
 /* 1 unless the environment has DSV4_PDL=0: kernels that support programmatic dependent
  * launch are then launched the ordinary way (A/B benchmarks; common.cuh). */
 int dsv4_cuda_pdl_enabled(void);
+/* 1 unless the environment has DSV4_L2_HINTS=0: the decode kernel then streams weights without
+ * the evict-first L2 policy and warms no weights into L2 ahead of use (A/B benchmarks;
+ * linear_decode.cu). Results do not depend on it. */
+int dsv4_cuda_l2_hints_enabled(void);
 /* 0 unless the environment has DSV4_ROW_THREADS=32, 64, 128 or 256: the quantize and fused
  * RMSNorm kernels then give every row that many threads whatever the row count (tests and
  * benchmarks of each layout; nvfp4.cuh row_threads). */

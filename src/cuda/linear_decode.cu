@@ -274,6 +274,28 @@ __device__ __forceinline__ bool decode_item(const LinearParams &p, int item, int
     return true;
 }
 
+// Grouped calls wait for the routing before they know their weights, but some are known
+// before it (the shared expert's, run as a routed slot): the CTAs split p.l2_warm into
+// kWarmChunk pieces and bulk-prefetch them into L2 first, so those bytes stream while the
+// routing runs and HBM is idle. The weight copies use the evict-first policy
+// (p.w_evict_first), so the routed stream evicts its own lines before the warmed ones.
+#define DECODE_WARM_CHUNK 4096
+__device__ __forceinline__ void l2_warm(const LinearParams &p) {
+    int64_t chunks[4], total = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        chunks[i] = p.l2_warm[i] ? (p.l2_warm_bytes[i] / 16 * 16 + DECODE_WARM_CHUNK - 1) / DECODE_WARM_CHUNK : 0;
+        total += chunks[i];
+    }
+    for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < total; c += (int64_t)gridDim.x * blockDim.x) {
+        int64_t ci = c;
+        int i = 0;
+        while (ci >= chunks[i]) ci -= chunks[i++];
+        const int64_t off = ci * DECODE_WARM_CHUNK, left = p.l2_warm_bytes[i] / 16 * 16 - off;
+        l2_prefetch_bulk(p.l2_warm[i] + off, (uint32_t)(left < DECODE_WARM_CHUNK ? left : DECODE_WARM_CHUNK));
+    }
+}
+
 // GROUPED: p.grouped (a separate instantiation, so dense calls carry no group state).
 template <int FMT, int ACT, int MT, bool GROUPED>
 __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode_v2(const LinearParams p) {
@@ -294,7 +316,11 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
     // stages before waiting for the predecessor (weights are never written by a kernel); a
     // grouped call waits first, since the active-expert list comes from the routing kernels.
     pdl_launch_dependents();
-    if (GROUPED) pdl_wait();
+    if (GROUPED) {
+        l2_warm(p);
+        pdl_wait();
+    }
+    const uint64_t w_policy = p.w_evict_first ? l2_policy_evict_first() : l2_policy_evict_normal();
     // item counts fit 32 bits (linear_decode_launch checks n_tiles x max_active x chunks)
     const int n_tiles = (int)((p.N + S::kRowsPerCta - 1) / S::kRowsPerCta);
     const int per_group = n_tiles * ((p.grp.bound + MT - 1) / MT); // grouped: tiles x bucket chunks
@@ -349,8 +375,8 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
             const uint32_t dq = in ? (uint32_t)p_q * kQStride : 0u, ds = in ? (uint32_t)p_q * kSStride : 0u;
 #pragma unroll
             for (int c = 0; c < kC; c++) {
-                cp_async16(&ring_q[warp][p_slot][c][lane], p_wq[c] + dq, bytes);
-                if (FMT != LIN_FP8) cp_async4(&ring_s[warp][p_slot][c][lane], p_ws[c] + ds, bytes / 4);
+                cp_async16_256(&ring_q[warp][p_slot][c][lane], p_wq[c] + dq, bytes, w_policy);
+                if (FMT != LIN_FP8) cp_async4_256(&ring_s[warp][p_slot][c][lane], p_ws[c] + ds, bytes / 4, w_policy);
             }
             if (FMT == LIN_FP8) { // the step's block scale of tile r (one for the warp; 16-row tiles
                                   // never straddle a 128-row block)
@@ -359,10 +385,10 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
                 for (int r = 0; r < S::kR; r++) {
                     const int64_t si = p_row0[r] / 128 * kblocks + k0 / 128;
                     if (p.w_scale_f32) {
-                        cp_async4(&ring_s[warp][p_slot][2 * r][lane], p_fs + 4 * si, 4);
+                        cp_async4(&ring_s[warp][p_slot][2 * r][lane], p_fs + 4 * si, 4, w_policy);
                     } else { // the aligned word holding the ue8m0 byte (the weight tail covers it)
                         const uint8_t *a = p_fs + si;
-                        cp_async4(&ring_s[warp][p_slot][2 * r][lane], a - ((uintptr_t)a & 3u), 4);
+                        cp_async4(&ring_s[warp][p_slot][2 * r][lane], a - ((uintptr_t)a & 3u), 4, w_policy);
                     }
                 }
             }
@@ -670,8 +696,15 @@ static dsv4_status launch_fmt(int act, const LinearParams &p, int splits, cudaSt
     return act == LIN_ACT_NVFP4 ? launch_act<FMT, LIN_ACT_NVFP4>(p, splits, s) : launch_act<FMT, LIN_ACT_BF16>(p, splits, s);
 }
 
-dsv4_status linear_decode_launch(int fmt, int act, const LinearParams &p, int splits, cudaStream_t s) {
-    if (p.grouped && splits != 1) return dsv4_fail(DSV4_ERR_INTERNAL, "linear_decode: grouped mode has no split-K");
+dsv4_status linear_decode_launch(int fmt, int act, const LinearParams &p0, int splits, cudaStream_t s) {
+    if (p0.grouped && splits != 1) return dsv4_fail(DSV4_ERR_INTERNAL, "linear_decode: grouped mode has no split-K");
+    LinearParams p = p0;
+    p.w_evict_first = dsv4_cuda_l2_hints_enabled();
+    for (int i = 0; i < 4; i++) {
+        if (!p.w_evict_first || !p.grouped) p.l2_warm[i] = NULL, p.l2_warm_bytes[i] = 0;
+        if (((uintptr_t)p.l2_warm[i] & 15u) || p.l2_warm_bytes[i] < 0)
+            return dsv4_fail(DSV4_ERR_INTERNAL, "linear_decode: L2 warm range %d must be 16-byte aligned", i);
+    }
     // the kernel keeps element offsets into x in 32 bits (dense: x is [M, K]; grouped calls
     // check their x rows in dsv4_cuda_moe_grouped_linear)
     if (!p.grouped && p.M * p.K >= ((int64_t)1 << 32))

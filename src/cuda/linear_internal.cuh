@@ -51,6 +51,9 @@ struct LinearParams {
     int64_t k_per_split;     // decode: K range per blockIdx.y
     __nv_bfloat16 *swiglu_out; // grouped decode of the routed L1 stack (gate / up rows interleaved
     float swiglu_limit;        // in blocks of 8): BF16 SwiGLU(h) [rows, N / 2] instead of y
+    int w_evict_first;       // decode: weights copied with the evict-first L2 policy (linear_decode_launch)
+    const uint8_t *l2_warm[4];  // grouped decode: bytes of weights (never written by a kernel) pulled
+    int64_t l2_warm_bytes[4];   // into L2 before waiting for the routing; NULL / 0 = unused
     int grouped;             // decode: 1 = grouped mode (grp below); M is then the bound on any
                              // group's rows that picks the token bucket (larger groups loop)
     LinearGroups grp;

@@ -2,6 +2,7 @@
 // decode and prefill regimes, the preallocated workspace and the layer forward.
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda/linear_grouped.cuh"
@@ -120,6 +121,12 @@ extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const d
                                  "and a 2-byte aligned output", (long long)w->rows);
             p.swiglu_out = static_cast<__nv_bfloat16 *>(a->swiglu_out);
             p.swiglu_limit = a->swiglu_limit;
+        }
+        for (int i = 0; i < 4; i++) {
+            if (a->l2_warm[i] && (!aligned(a->l2_warm[i], 16) || a->l2_warm_bytes[i] < 0))
+                return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_grouped_linear: L2 warm range %d must be 16-byte aligned", i);
+            p.l2_warm[i] = static_cast<const uint8_t *>(a->l2_warm[i]);
+            p.l2_warm_bytes[i] = a->l2_warm[i] ? a->l2_warm_bytes[i] : 0;
         }
         p.grp.active = a->active;
         p.grp.n_active = a->n_active;
@@ -287,6 +294,16 @@ static dsv4_status shared_expert(cudaStream_t s, const dsv4_cuda_moe_weights *w,
     return dsv4_cuda_linear(&la, s);
 }
 
+// DSV4_CUDA_MOE_FOLD_SHARED_MAX_T, or DSV4_MOE_FOLD_MAX_T from the environment (development A/B).
+static int fold_max_t(void) {
+    static int v = -1; // benign race: every thread computes the same value
+    if (v < 0) {
+        const char *e = getenv("DSV4_MOE_FOLD_MAX_T");
+        v = e ? atoi(e) : DSV4_CUDA_MOE_FOLD_SHARED_MAX_T;
+    }
+    return v;
+}
+
 extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe_weights *w, dsv4_cuda_moe_workspace *ws,
                                              const dsv4_cuda_moe_args *a) {
     if (!w || !ws || !a || !w->alloc || !ws->alloc)
@@ -313,7 +330,7 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     // the routed ones do (the same x scale, both static or both dynamic L2 inputs).
     const bool same_quant = !a4 || (w->s1_x_scale == w->l1_x_scale && w->s2_static == w->l2_static);
     const bool fold = w->has_shared && w->shared_grouped && !a->skip_shared && a->stages != -1 && decode && same_quant &&
-                      T <= DSV4_CUDA_MOE_FOLD_SHARED_MAX_T &&
+                      T <= fold_max_t() &&
                       (int64_t)T * (k + 1) <= DSV4_CUDA_MOE_ONE_LAUNCH_PAIRS;
     const int ks = k + fold, Es = E + fold; // slots per token, groups
     ws->idx_k = ks;
@@ -355,8 +372,16 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     // W4A16 decode: L1's epilogue applies SwiGLU itself (one launch less on the critical path)
     const bool fused = decode && !a4;
     g.swiglu_out = fused ? ws->a : NULL, g.swiglu_limit = a->limit;
+    if (fold) { // the shared expert's weights are known before the routing: L1 warms them into L2
+        const dsv4_cuda_moe_stack *st[2] = {&w->s1, &w->s2}; // views of group E
+        for (int i = 0; i < 2; i++) {
+            g.l2_warm[2 * i] = st[i]->data, g.l2_warm_bytes[2 * i] = st[i]->rows * st[i]->cols / 2;
+            g.l2_warm[2 * i + 1] = st[i]->scale, g.l2_warm_bytes[2 * i + 1] = st[i]->rows * st[i]->cols / 16;
+        }
+    }
     DSV4_TRY(dsv4_cuda_moe_grouped_linear(s, &g));
     g.swiglu_out = NULL;
+    memset(g.l2_warm, 0, sizeof g.l2_warm);
     MOE_STEP_DONE(3)
 
     // SwiGLU over the layout rows (rows past offsets[E] and padding tiles are skipped)

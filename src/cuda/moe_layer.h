@@ -142,6 +142,10 @@ typedef struct dsv4_cuda_moe_gemm_args {
                                        write BF16 SwiGLU(h) [rows, N / 2] (moe.c's expression with
                                        swiglu_limit) instead of y: the SwiGLU kernel's output, fused */
     float swiglu_limit;
+    const void *l2_warm[4];         /* DECODE: up to 4 ranges of weight bytes (16-byte aligned) known
+                                       before the routing, e.g. the folded shared expert's L1 and L2,
+                                       pulled into L2 while the routing runs; NULL = none */
+    int64_t l2_warm_bytes[4];
 } dsv4_cuda_moe_gemm_args;
 
 int dsv4_cuda_moe_prefill_tile(void);

@@ -348,12 +348,16 @@ __global__ void __launch_bounds__(ROUTE_PLACE_THREADS)
                                      vocab, idx, weights, ks, shared_e);
     __shared__ bool last;
     if (threadIdx.x == 0) { // thread 0 wrote this token's idx and weights
-        __threadfence();
-        last = atomicAdd(done, 1u) == (unsigned)T - 1u;
+        if (gridDim.x == 1) {
+            last = true; // one token: the barrier below publishes them to this block; no round trips
+        } else {
+            __threadfence();
+            last = atomicAdd(done, 1u) == (unsigned)T - 1u;
+        }
     }
     __syncthreads();
     if (!last) return;
-    __threadfence();
+    if (gridDim.x > 1) __threadfence();
     count_place<ROUTE_PLACE_THREADS>(idx, T * ks, E + (shared_e >= 0), tile, max_tiles, L.counts, L.offsets,
                                      L.tile_expert, L.inv, active, n_active, ks, max_rows, L.row_token);
     if (threadIdx.x == 0) *done = 0u;
