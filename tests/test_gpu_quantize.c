@@ -516,6 +516,16 @@ TEST(gpu_quantize_bit_exact_large_batch) {
               "4096x4096 bf16 dynamic-token swizzled: %s", msg);
     CHECK_MSG(quantize_case(1000, 7168, 0, DSV4_ACT_SCALE_DYNAMIC_TOKEN, DSV4_SF_SWIZZLED, 1, 0, &rng, msg, sizeof msg),
               "1000x7168 f32 dynamic-token swizzled: %s", msg);
+    /* the streaming kernel (BF16, more row blocks than its grid) at each of its row widths,
+     * a partial last row block, swizzled padding row blocks past it, NaN / Inf blocks */
+    CHECK_MSG(quantize_case(5001, 48, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, DSV4_SF_SWIZZLED, 1, 1, &rng, msg, sizeof msg),
+              "5001x48 bf16 dynamic-token swizzled, NaN/Inf: %s", msg);
+    CHECK_MSG(quantize_case(6001, 1024, 1, DSV4_ACT_SCALE_DYNAMIC_TENSOR, DSV4_SF_SWIZZLED, 1, 0, &rng, msg, sizeof msg),
+              "6001x1024 bf16 dynamic-tensor swizzled: %s", msg);
+    CHECK_MSG(quantize_case(4097, 7168, 1, DSV4_ACT_SCALE_STATIC, DSV4_SF_SWIZZLED, 0, 1, &rng, msg, sizeof msg),
+              "4097x7168 bf16 static swizzled, NaN/Inf: %s", msg);
+    CHECK_MSG(quantize_case(3001, 2048, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, DSV4_SF_LINEAR, 0, 0, &rng, msg, sizeof msg),
+              "3001x2048 bf16 dynamic-token linear: %s", msg);
 }
 
 TEST(gpu_quantize_nan_inf_documented_behaviour) {

@@ -29,6 +29,18 @@ extern "C" int dsv4_cuda_pdl_enabled(void) {
     return v;
 }
 
+extern "C" int dsv4_cuda_sm_count(void) {
+    static int cached[64]; // benign race, as above
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
+    if (cached[dev] == 0) {
+        int n = 0;
+        if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n < 1) n = 132;
+        cached[dev] = n;
+    }
+    return cached[dev];
+}
+
 extern "C" int dsv4_cuda_l2_hints_enabled(void) {
     static int v = -1; // benign race, as above
     if (v < 0) {

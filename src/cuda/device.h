@@ -21,6 +21,9 @@ dsv4_status dsv4_cuda_device_info(int device, dsv4_device_info *info);
 /* 1 unless the environment has DSV4_PDL=0: kernels that support programmatic dependent
  * launch are then launched the ordinary way (A/B benchmarks; common.cuh). */
 int dsv4_cuda_pdl_enabled(void);
+/* SMs of the current device, cached per device (132 when the query fails): grid sizing that
+ * stays legal inside a stream capture (no runtime call after the first). */
+int dsv4_cuda_sm_count(void);
 /* 1 unless the environment has DSV4_L2_HINTS=0: the decode kernel then streams weights without
  * the evict-first L2 policy and warms no weights into L2 ahead of use (A/B benchmarks;
  * linear_decode.cu). Results do not depend on it. */

@@ -633,19 +633,6 @@ int linear_decode_k_step(int fmt, int mt) {
 
 int linear_decode_warps(void) { return DECODE_WARPS; }
 
-// SMs of the current device (cached per device; only the grid size depends on it).
-static int decode_sm_count(void) {
-    static int cached[64];
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
-    if (cached[dev] == 0) {
-        int n = 0;
-        if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || n < 1) n = 132;
-        cached[dev] = n;
-    }
-    return cached[dev];
-}
-
 template <int FMT, int ACT, int MT>
 static dsv4_status launch_mt(const LinearParams &p, int splits, cudaStream_t s) {
     using S = DecodeShape<FMT, MT>;
@@ -664,7 +651,7 @@ static dsv4_status launch_mt(const LinearParams &p, int splits, cudaStream_t s) 
     // over tiles; the result does not depend on the grid (see above). No runtime API call but
     // two cached device queries, so this is safe inside a stream capture.
     const int per_sm = DECODE_MIN_CTAS;
-    const int64_t resident = (int64_t)decode_sm_count() * per_sm;
+    const int64_t resident = (int64_t)dsv4_cuda_sm_count() * per_sm;
     const int64_t others = splits; // CTAs along y
     int64_t want = (resident + others - 1) / others;
     if (want < 1) want = 1;
