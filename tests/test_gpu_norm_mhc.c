@@ -188,6 +188,8 @@ static int norm_case(int64_t rows, int dim, int in_bf16, int weighted, int out_b
         goto done;
     }
     if (qmode >= 0) {
+        /* the NVFP4 output quantizes the BF16-rounded y (rmsnorm.h), also beside an fp32 output */
+        if (!out_bf16) round_bf16(got, n);
         if (!check_nvfp4(outs, 1, got, rows, dim, &qb, static_scale, msg, len)) goto done;
         /* NVFP4 only (no BF16 output): the same bytes */
         gpu_buf outs2[3] = {{0}};
@@ -229,6 +231,24 @@ TEST(gpu_rmsnorm_matches_cpu) {
                                   in_bf16 ? "bf16" : "f32", weighted ? "weighted" : "unweighted",
                                   variants[v][0] ? "bf16" : "f32", variants[v][1], variants[v][2] ? " swizzled" : "", msg);
                 }
+}
+
+/* Prefill-sized batches: BF16 rows take the streaming row kernel (more row blocks than its
+ * grid) at each row width, with partial last row blocks and swizzled padding past them. */
+TEST(gpu_rmsnorm_many_rows) {
+    if (!gpu_available()) SKIP("no GPU");
+    static const struct { int64_t rows; int dim; int weighted, out_bf16, qmode, swizzled; } cases[] = {
+        {4096, 4096, 1, 1, DSV4_ACT_SCALE_STATIC, 1},       {4097, 4096, 1, 0, DSV4_ACT_SCALE_DYNAMIC_TOKEN, 0},
+        {2001, 7168, 1, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, 1}, {5001, 1024, 0, 1, DSV4_ACT_SCALE_STATIC, 1},
+        {5001, 48, 1, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, 1},   {3001, 2048, 1, 1, -1, 0},
+    };
+    uint64_t rng = 17;
+    char msg[1024];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK_MSG(norm_case(cases[i].rows, cases[i].dim, 1, cases[i].weighted, cases[i].out_bf16, cases[i].qmode,
+                            cases[i].swizzled, &rng, msg, sizeof msg),
+                  "rmsnorm rows=%lld dim=%d bf16 in, out=%s nvfp4=%d%s: %s", (long long)cases[i].rows, cases[i].dim,
+                  cases[i].out_bf16 ? "bf16" : "f32", cases[i].qmode, cases[i].swizzled ? " swizzled" : "", msg);
 }
 
 TEST(gpu_rmsnorm_rejects_bad_arguments) {
@@ -467,6 +487,7 @@ TEST(gpu_hc_rejects_bad_arguments) {
 }
 #else
 TEST(gpu_rmsnorm_matches_cpu) { SKIP("built without CUDA"); }
+TEST(gpu_rmsnorm_many_rows) { SKIP("built without CUDA"); }
 TEST(gpu_hc_pre_matches_cpu) { SKIP("built without CUDA"); }
 TEST(gpu_hc_post_bit_exact) { SKIP("built without CUDA"); }
 #endif

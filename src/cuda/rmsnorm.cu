@@ -40,44 +40,17 @@ __global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm(const void *x, int in_
     emit_norm_row(xs, dim, inv, w, out, out_dtype, &d, r, sh);
 }
 
-// TPR threads per row (nvfp4.cuh row_threads), 256 / TPR rows per block, S groups of 16 per
-// thread, thread t holding groups t + j*TPR; the row must fit (TPR * S * 16 >= dim). Same
-// arithmetic per element as emit_norm_row: y = w * (x * inv), quantized from bf16_round(y).
-//
-// The sum of squares is added in the order of the original block-per-row kernel whatever
-// TPR is, so the output does not depend on the layout: there, thread T (0..255) added the
-// squares of its groups T, T + 256, ... in one running sum, warp w combined its lanes with
-// the xor tree, and the 8 warp sums were added in warp order. Here old thread T = t + TPR*jj
-// (jj < 256/TPR) is thread t's chain jj: its groups are slots jj, jj + 256/TPR, ... and it
-// sits on the same lane (TPR is a multiple of 32), so the same xor tree rebuilds old warp
-// t/32 + (TPR/32)*jj's sum; the 8 sums are then added in order (in registers at TPR 32,
-// through shared memory otherwise).
+// One row of the row layout: thread t of the row's TPR holds groups t + j*TPR in u[j] (raw
+// input words, zeros past the row or for a row past the end). Every thread of the block calls
+// it (barriers for TPR > 32); sh_ss [RPB][8] and sh_max [NORM_THREADS / 32] are this call's
+// shared scratch, tbl its warp's 32-entry table.
 template <int DT, int TPR, int S>
-__global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm_rows(const void *x, const float *w, int64_t rows, int dim,
-                                                                float eps, void *out, int out_dtype, nvfp4_dst d) {
-    pdl_launch_dependents();
-    pdl_wait(); // PDL: see common.cuh
-    constexpr int RPB = NORM_THREADS / TPR, NW = TPR / 32, NJ = NORM_THREADS / TPR;
-    __shared__ float sh_ss[RPB][8], sh_max[NORM_THREADS / 32];
-    __shared__ __align__(16) uint32_t tbl[NORM_THREADS / 32][32]; // BF16 quantizer: a table per warp
+__device__ __forceinline__ void norm_row(uint32_t (&u)[S][RAW_WORDS(DT)], int64_t r, bool real, const float *w,
+                                         int dim, float eps, void *out, int out_dtype, const nvfp4_dst &d,
+                                         float *sh_ss, float *sh_max, uint32_t *tbl) {
+    constexpr int NW = TPR / 32, NJ = NORM_THREADS / TPR;
     const int t = threadIdx.x % TPR, rib = threadIdx.x / TPR, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t r0 = (int64_t)blockIdx.x * RPB, r = r0 + rib;
     const int kb = dim / 16;
-    if (r0 >= rows) { // a block of padding rows of a swizzled scale layout
-        nvfp4_zero_pad_n(&d, r, kb, 1, t, TPR);
-        return;
-    }
-    const bool real = r < rows; // warp-uniform; every thread stays for the barriers
-    uint32_t u[S][RAW_WORDS(DT)];
-#pragma unroll
-    for (int j = 0; j < S; j++) {
-        if (real && t + j * TPR < kb) {
-            load_raw16<DT>(x, r * dim + (int64_t)(t + j * TPR) * 16, u[j]);
-        } else {
-#pragma unroll
-            for (int k = 0; k < RAW_WORDS(DT); k++) u[j][k] = 0; // +0 adds exactly
-        }
-    }
     float chain[NJ];
 #pragma unroll
     for (int jj = 0; jj < NJ; jj++) chain[jj] = 0.0f;
@@ -100,11 +73,11 @@ __global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm_rows(const void *x, co
     } else {
         if (lane == 0)
 #pragma unroll
-            for (int jj = 0; jj < NJ; jj++) sh_ss[rib][t / 32 + NW * jj] = chain[jj];
+            for (int jj = 0; jj < NJ; jj++) sh_ss[rib * 8 + t / 32 + NW * jj] = chain[jj];
         __syncthreads();
-        ss = sh_ss[rib][0];
+        ss = sh_ss[rib * 8];
 #pragma unroll
-        for (int i = 1; i < 8; i++) ss = f_add(ss, sh_ss[rib][i]);
+        for (int i = 1; i < 8; i++) ss = f_add(ss, sh_ss[rib * 8 + i]);
     }
     const float inv = f_div(1.0f, f_sqrt(f_add(f_div(ss, (float)dim), eps)));
     // y per group: written to out, and kept BF16-rounded (as BF16 words, exact) in u[j][0..7];
@@ -177,9 +150,10 @@ __global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm_rows(const void *x, co
     // takes the float form
     const float gi = f_div(1.0f, s);
     const nvfp4_bf16_g q = nvfp4_bf16_g_of(gi);
-    tbl[warp][lane] = nvfp4_bf16_bp_entry(q.fast ? q.G : 1.0f, lane);
+    __syncwarp(); // the warp's reads of the previous row's table are done
+    tbl[lane] = nvfp4_bf16_bp_entry(q.fast ? q.G : 1.0f, lane);
     __syncwarp();
-    const nvfp4_bf16_tbl tb = nvfp4_bf16_tbl_shared(tbl[warp]);
+    const nvfp4_bf16_tbl tb = nvfp4_bf16_tbl_shared(tbl);
 #pragma unroll
     for (int j = 0; j < S; j++) {
         const int c = t + j * TPR;
@@ -194,6 +168,50 @@ __global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm_rows(const void *x, co
         *(uint2 *)(d.q + r * (dim / 2) + (int64_t)c * 8) = make_uint2(packed[0], packed[1]);
     }
     nvfp4_zero_pad_n(&d, r, kb, 0, t, TPR);
+}
+
+template <int DT, int TPR, int S>
+__device__ __forceinline__ void load_norm_row(const void *x, int64_t r, int64_t rows, int dim, uint32_t (&u)[S][RAW_WORDS(DT)]) {
+    const int t = threadIdx.x % TPR, kb = dim / 16;
+#pragma unroll
+    for (int j = 0; j < S; j++) {
+        if (r < rows && t + j * TPR < kb) {
+            load_raw16<DT>(x, r * dim + (int64_t)(t + j * TPR) * 16, u[j]);
+        } else {
+#pragma unroll
+            for (int k = 0; k < RAW_WORDS(DT); k++) u[j][k] = 0; // +0 adds exactly
+        }
+    }
+}
+
+// TPR threads per row (nvfp4.cuh row_threads), 256 / TPR rows per block, S groups of 16 per
+// thread, thread t holding groups t + j*TPR; the row must fit (TPR * S * 16 >= dim). Same
+// arithmetic per element as emit_norm_row: y = w * (x * inv), quantized from bf16_round(y).
+//
+// The sum of squares is added in the order of the original block-per-row kernel whatever
+// TPR is, so the output does not depend on the layout: there, thread T (0..255) added the
+// squares of its groups T, T + 256, ... in one running sum, warp w combined its lanes with
+// the xor tree, and the 8 warp sums were added in warp order. Here old thread T = t + TPR*jj
+// (jj < 256/TPR) is thread t's chain jj: its groups are slots jj, jj + 256/TPR, ... and it
+// sits on the same lane (TPR is a multiple of 32), so the same xor tree rebuilds old warp
+// t/32 + (TPR/32)*jj's sum; the 8 sums are then added in order (in registers at TPR 32,
+// through shared memory otherwise).
+template <int DT, int TPR, int S>
+__global__ void __launch_bounds__(NORM_THREADS)
+    k_rmsnorm_rows(const void *x, const float *w, int64_t rows, int dim, float eps, void *out, int out_dtype, nvfp4_dst d) {
+    pdl_launch_dependents();
+    pdl_wait(); // PDL: see common.cuh
+    constexpr int RPB = NORM_THREADS / TPR;
+    __shared__ float sh_ss[RPB * 8], sh_max[NORM_THREADS / 32];
+    __shared__ __align__(16) uint32_t tbl[NORM_THREADS / 32][32]; // BF16 quantizer: a table per warp
+    const int64_t r0 = (int64_t)blockIdx.x * RPB, r = r0 + threadIdx.x / TPR;
+    if (r0 >= rows) { // a block of padding rows of a swizzled scale layout
+        nvfp4_zero_pad_n(&d, r, dim / 16, 1, threadIdx.x % TPR, TPR);
+        return;
+    }
+    uint32_t u[S][RAW_WORDS(DT)];
+    load_norm_row<DT, TPR, S>(x, r, rows, dim, u);
+    norm_row<DT, TPR, S>(u, r, r < rows, w, dim, eps, out, out_dtype, d, sh_ss, sh_max, tbl[threadIdx.x / 32]);
 }
 
 typedef void (*norm_kernel)(const void *, const float *, int64_t, int, float, void *, int, nvfp4_dst);
