@@ -8,6 +8,7 @@
 //   RT 16, CK 2: 128 B of each of 16 rows per warp step (the same bytes per step)
 //   RT 16, CK 4: 256 B of each of 16 rows (twice the bytes per step)
 //   RT  8, CK 4 / RT 8, CK 8: fewer rows, longer runs
+//   warp-owned items of 16 or 32 rows: each warp reads its rows' K in order, 64 B a row a step
 // It prints one JSON line per variant with the time and GB/s, beside a plain grid-stride read.
 //   nvcc -O3 -arch=sm_90a -o /tmp/read_pattern bench/read_pattern.cu && /tmp/read_pattern [MB] [row_bytes]
 #include <cuda_runtime.h>
@@ -65,6 +66,42 @@ __global__ void __launch_bounds__(WARPS * 32, 4) pattern_read(const uint8_t *w, 
     if (acc == 0x9e3779b9u) sink[blockIdx.x] = acc;
 }
 
+// Each warp owns its items (RT rows, all of K, 64 B of each row per step in order), no
+// cross-warp K split: the layout a warp-per-item decode would read.
+template <int RT>
+__global__ void __launch_bounds__(WARPS * 32, 4) warp_item_read(const uint8_t *w, int64_t N, int64_t row_bytes, uint32_t *sink) {
+    constexpr int kC = RT / 8;
+    __shared__ __align__(16) uint4 ring[WARPS][STAGES][kC][32];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int64_t n_items = N / RT, n_steps = row_bytes / 64, gw = (int64_t)gridDim.x * WARPS;
+    uint32_t acc = 0;
+    int64_t p_item = (int64_t)blockIdx.x * WARPS + warp;
+    int p_q = 0, p_slot = 0;
+    auto produce = [&]() {
+        if (p_item < n_items) {
+#pragma unroll
+            for (int r = 0; r < kC; r++)
+                cp16(&ring[warp][p_slot][r][lane], w + (p_item * RT + g + 8 * r) * row_bytes + (int64_t)p_q * 64 + t * 16);
+            if (++p_q == n_steps) p_q = 0, p_item += gw;
+        }
+        asm volatile("cp.async.commit_group;" ::: "memory");
+        p_slot ^= 1;
+    };
+    produce();
+    int c_slot = 0;
+    for (int64_t item = (int64_t)blockIdx.x * WARPS + warp; item < n_items; item += gw) {
+        for (int q = 0; q < n_steps; q++) {
+            asm volatile("cp.async.wait_group 0;" ::: "memory");
+            produce();
+#pragma unroll
+            for (int c = 0; c < kC; c++) acc ^= ring[warp][c_slot][c][lane].x;
+            c_slot ^= 1;
+        }
+    }
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+    if (acc == 0x9e3779b9u) sink[blockIdx.x] = acc;
+}
+
 __global__ void plain_read(const uint4 *p, int64_t n16, uint32_t *sink) {
     uint32_t acc = 0;
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
@@ -90,6 +127,15 @@ static float time_it(F launch, int reps) {
     float ms = 0;
     cudaEventElapsedTime(&ms, a, b);
     return ms * 1e3f / reps;
+}
+
+template <int RT>
+static void run_warp_items(const char *name, uint8_t *buf[2], int64_t N, int64_t rb, uint32_t *sink, int sms, double bytes) {
+    const int64_t items = N / RT, warps = (items + 0) / 1;
+    const int64_t want = 4LL * sms * WARPS, per = (warps + want - 1) / want, grid = ((warps + per - 1) / per + WARPS - 1) / WARPS;
+    const float us = time_it([&](int i) { warp_item_read<RT><<<(unsigned)grid, WARPS * 32>>>(buf[i & 1], N, rb, sink); }, 20);
+    printf("{\"pattern\": \"%s\", \"rows_per_item\": %d, \"grid\": %lld, \"us\": %.2f, \"gbs\": %.1f}\n", name, RT,
+           (long long)grid, us, bytes / us / 1e3);
 }
 
 template <int RT, int CK>
@@ -119,6 +165,8 @@ int main(int argc, char **argv) {
     run<16, 4>("16 rows x 256 B", buf, N, rb, sink, sms, bytes);
     run<8, 4>("8 rows x 256 B", buf, N, rb, sink, sms, bytes);
     run<8, 8>("8 rows x 512 B", buf, N, rb, sink, sms, bytes);
+    run_warp_items<16>("warp-owned items, 16 rows x 64 B per step", buf, N, rb, sink, sms, bytes);
+    run_warp_items<32>("warp-owned items, 32 rows x 64 B per step", buf, N, rb, sink, sms, bytes);
     const cudaError_t e = cudaDeviceSynchronize();
     if (e != cudaSuccess) { fprintf(stderr, "CUDA error: %s\n", cudaGetErrorString(e)); return 1; }
     return 0;

@@ -286,6 +286,37 @@ static int run_case(const moe_case *c, char *msg, size_t len) {
     outs[1].dev = ws.idx, outs[1].bytes = sizeof(int32_t) * (size_t)T * (k + fold);
     outs[2].dev = ws.weights, outs[2].bytes = sizeof(float) * (size_t)T * (k + fold);
     if (!gpu_graph_check(gpu_test_stream(), enqueue_forward, &job, outs, 3, msg, len)) goto done;
+    { /* the fused router's counter is back at zero for the next call, and a BF16 output is the
+         * fp32 one rounded (the combine sums in fp32 either way) */
+        unsigned int route_done = 1;
+        uint16_t *o16 = malloc(2 * (size_t)T * D);
+        void *d_o16 = gpu_upload(NULL, 2 * (size_t)T * D);
+        fwd_job j16 = job;
+        j16.a.out = d_o16, j16.a.out_dtype = DSV4_CUDA_BF16;
+        int good = o16 && d_o16 &&
+                   cudaMemcpy(&route_done, ws.route_done, sizeof route_done, cudaMemcpyDeviceToHost) == cudaSuccess &&
+                   enqueue_forward(gpu_test_stream(), &j16) == DSV4_OK &&
+                   cudaStreamSynchronize(gpu_test_stream()) == cudaSuccess &&
+                   cudaMemcpy(o16, d_o16, 2 * (size_t)T * D, cudaMemcpyDeviceToHost) == cudaSuccess;
+        if (!good) snprintf(msg, len, "router counter / BF16 output: %s", dsv4_last_error());
+        if (good && route_done != 0) {
+            snprintf(msg, len, "after the forward: router counter %u", route_done);
+            good = 0;
+        }
+        const float *o32 = outs[0].host;
+        for (int64_t i = 0; good && i < (int64_t)T * D; i++) {
+            const float r = dsv4_bf16_round(o32[i]);
+            uint32_t bits;
+            memcpy(&bits, &r, 4);
+            if (o16[i] != (uint16_t)(bits >> 16)) {
+                snprintf(msg, len, "BF16 output [%lld]: 0x%04x, fp32 output %.9g rounds to 0x%04x", (long long)i, o16[i],
+                         (double)o32[i], bits >> 16);
+                good = 0;
+            }
+        }
+        free(o16), cudaFree(d_o16);
+        if (!good) goto done;
+    }
 
     const float *out = outs[0].host, *gw = outs[2].host;
     const int32_t *gidx = outs[1].host;

@@ -16,6 +16,7 @@
 #include "cuda/common.cuh"
 #include "cuda/moe.h"
 #include "cuda/moe_math.cuh"
+#include "cuda/moe_route.h" /* DSV4_CUDA_MOE_COMBINE_MAX_K */
 #include "cuda/nvfp4.cuh"
 
 #define SWIGLU_THREADS 256
@@ -23,7 +24,7 @@
 #define SWIGLU_TARGET_BLOCKS 1056 // the plain path's row splitting aims at this many blocks (8 per SM of 132)
 #define SWIGLU_STAGE_MAX 4096     // NVFP4 rows up to this long are staged in shared memory (16 KB)
 #define COMBINE_THREADS 256
-#define COMBINE_MAX_K 9 // top-k <= 8, plus the shared expert as a slot (moe_layer.cu)
+#define COMBINE_MAX_K DSV4_CUDA_MOE_COMBINE_MAX_K
 
 // The offsets of intermediate element i's gate and up within a row of h: [gate | up] halves, or
 // (il = DSV4_CUDA_MOE_L1_BLOCK) blocks of il gate then il up values (the routed L1 stack's rows).

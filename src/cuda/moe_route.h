@@ -20,6 +20,8 @@ extern "C" {
 #define DSV4_CUDA_MOE_ONE_LAUNCH_PAIRS 512 /* dsv4_cuda_moe_route_permute: one launch up to T·k pairs */
 #define DSV4_CUDA_MOE_MAX_EXPERTS 384
 #define DSV4_CUDA_MOE_MAX_TOPK 8
+/* Slots per token the combine takes: top-k plus the shared expert as a slot. */
+#define DSV4_CUDA_MOE_COMBINE_MAX_K (DSV4_CUDA_MOE_MAX_TOPK + 1)
 
 /* The router's configuration; the same fields and meaning as dsv4_cpu_router_cfg
  * (cpu/ops.h), `score` taking dsv4_cpu_score_func's values: 0 sqrtsoftplus, 1 sigmoid,
