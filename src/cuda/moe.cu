@@ -3,12 +3,13 @@
 //
 // SwiGLU: one block of 256 threads per row (without NVFP4, few rows: up to one block per 256
 // elements of a row). Without NVFP4 each thread walks the row with a stride of the blocks
-// (coalesced gate and up reads). With a static NVFP4 scale, one element per thread and a
-// half-warp per 16-element block (shuffles). With a per-row scale and rows up to SWIGLU_STAGE_MAX, every thread
-// evaluates elements (coalesced) into a shared-memory copy of the row, the block reduces the
-// amax (DYNAMIC_TOKEN), then each thread quantizes whole 16-element blocks from shared memory.
-// Longer rows (none in DeepSeek-V4) evaluate the row twice instead (once for the amax, once
-// to quantize, each thread owning whole blocks).
+// (coalesced gate and up reads). With a static NVFP4 scale and a decode step's rows, one
+// element per thread and a half-warp per 16-element block (shuffles). Otherwise, for rows up
+// to SWIGLU_STAGE_MAX, every thread evaluates elements (coalesced) into a shared-memory copy
+// of the row, the block reduces the amax (DYNAMIC_TOKEN), then each thread quantizes whole
+// 16-element blocks from shared memory (nvfp4_quant_group16_fast: division-free,
+// bit-identical). Longer rows (none in DeepSeek-V4) evaluate the row twice instead (once for
+// the amax, once to quantize, each thread owning whole blocks).
 // Combine: one block per (token, 256 columns); thread 0 orders the token's <= 8 slots by
 // expert id, then each thread loads its column of every slot at once and adds them in order.
 #include <limits.h>
@@ -23,6 +24,7 @@
 #define SWIGLU_UNROLL 4
 #define SWIGLU_TARGET_BLOCKS 1056 // the plain path's row splitting aims at this many blocks (8 per SM of 132)
 #define SWIGLU_STAGE_MAX 4096     // NVFP4 rows up to this long are staged in shared memory (16 KB)
+#define SWIGLU_PER_ELEM_MAX (1 << 20) // static NVFP4 scales: an element per thread up to this many elements
 #define COMBINE_THREADS 256
 #define COMBINE_MAX_K DSV4_CUDA_MOE_COMBINE_MAX_K
 
@@ -45,7 +47,7 @@ __device__ __forceinline__ void load_gate_up(const void *h, int h_dtype, int64_t
 
 __global__ void __launch_bounds__(SWIGLU_THREADS)
     k_moe_swiglu(const void *h, int h_dtype, int il, int64_t rows, int inter, float limit, const int32_t *n_rows,
-                 void *out, int out_dtype, nvfp4_dst d, const int32_t *tile_expert, int tile) {
+                 void *out, int out_dtype, nvfp4_dst d, const int32_t *tile_expert, int tile, int per_elem) {
     pdl_launch_dependents();
     pdl_wait(); // PDL: see common.cuh
     __shared__ float sh[33];
@@ -71,7 +73,7 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
         }
         return;
     }
-    if (d.mode == DSV4_ACT_SCALE_STATIC) {
+    if (per_elem) { // (static scales, a decode step's rows)
         // one element per thread (blockIdx.y picks the row's 256-element range), a half-warp per
         // 16-element block: the block amax and the packed nibbles by shuffles; the same
         // operations as nvfp4_quant_group16 (a decode step's few rows spread over many threads,
@@ -112,9 +114,13 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
                 amax = f_max_nan_ignored(amax, f_abs(v));
             }
         }
-        // DYNAMIC_TOKEN (static scales took the path above); block_reduce's barriers also publish vals
-        const float s = nvfp4_dynamic_scale(block_reduce(amax, sh, 1));
-        if (threadIdx.x == 0) d.scale[r] = s;
+        float s;
+        if (d.mode == DSV4_ACT_SCALE_DYNAMIC_TOKEN) { // (block_reduce's barriers also publish vals)
+            s = nvfp4_dynamic_scale(block_reduce(amax, sh, 1));
+            if (threadIdx.x == 0) d.scale[r] = s;
+        } else {
+            s = d.scale[expert];
+        }
         __syncthreads(); // vals complete
         const float g = f_div(1.0f, s);
         for (int64_t c = threadIdx.x; c < kb; c += blockDim.x) {
@@ -126,14 +132,16 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
                 v[4 * q] = f.x, v[4 * q + 1] = f.y, v[4 * q + 2] = f.z, v[4 * q + 3] = f.w;
             }
             uint32_t packed[2];
-            d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16(v, g, packed);
+            d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16_fast(v, g, packed);
             *(uint2 *)(d.q + r * (inter / 2) + c * 8) = make_uint2(packed[0], packed[1]);
         }
         nvfp4_zero_pad(&d, r, kb, 0);
         return;
     }
-    float s; // DYNAMIC_TOKEN
-    {
+    float s;
+    if (d.mode == DSV4_ACT_SCALE_STATIC) {
+        s = d.scale[expert];
+    } else { // DYNAMIC_TOKEN
         float amax = 0.0f;
         for (int i0 = threadIdx.x; i0 < inter; i0 += SWIGLU_UNROLL * SWIGLU_THREADS) {
             float gv[SWIGLU_UNROLL], uv[SWIGLU_UNROLL];
@@ -159,7 +167,7 @@ __global__ void __launch_bounds__(SWIGLU_THREADS)
             if (out) store_elem(out, out_dtype, r * inter + c * 16 + j, v[j]);
         }
         uint32_t packed[2];
-        d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16(v, g, packed);
+        d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)nvfp4_quant_group16_fast(v, g, packed);
         *(uint2 *)(d.q + r * (inter / 2) + c * 8) = make_uint2(packed[0], packed[1]);
     }
     nvfp4_zero_pad(&d, r, kb, 0);
@@ -203,7 +211,12 @@ extern "C" dsv4_status dsv4_cuda_moe_swiglu(cudaStream_t stream, const dsv4_cuda
     // element per thread (each thread's exact exp is a long double-precision sequence), many
     // rows keep a block per row with SWIGLU_UNROLL elements per thread and pass
     int64_t gy = 1;
-    if (d.q && d.mode == DSV4_ACT_SCALE_STATIC) gy = (a->inter + SWIGLU_THREADS - 1) / SWIGLU_THREADS; // an element per thread
+    // static scales, a decode step's rows: an element per thread; many rows (a prefill) keep a
+    // block per row, each element evaluated once and each 16-block quantized by one thread
+    // (an element per thread there was 8 % slower at 16384 tokens: every thread redid the
+    // block scale's divisions)
+    const int per_elem = d.q && d.mode == DSV4_ACT_SCALE_STATIC && a->rows * (int64_t)a->inter <= SWIGLU_PER_ELEM_MAX;
+    if (per_elem) gy = (a->inter + SWIGLU_THREADS - 1) / SWIGLU_THREADS;
     if (!d.q) {
         const int64_t per_row = (a->inter + SWIGLU_THREADS - 1) / SWIGLU_THREADS;
         const int64_t want = (SWIGLU_TARGET_BLOCKS + a->rows - 1) / a->rows;
@@ -212,7 +225,7 @@ extern "C" dsv4_status dsv4_cuda_moe_swiglu(cudaStream_t stream, const dsv4_cuda
     }
     (void)dsv4_launch_pdl(k_moe_swiglu, dim3((unsigned)grid, (unsigned)gy), dim3(SWIGLU_THREADS), 0, stream, 
         a->h, (int)a->h_dtype, a->interleave, a->rows, a->inter, a->limit, a->n_rows, a->out, (int)a->out_dtype, d,
-        d.q && d.mode == DSV4_ACT_SCALE_STATIC ? a->tile_expert : NULL, a->tile);
+        d.q && d.mode == DSV4_ACT_SCALE_STATIC ? a->tile_expert : NULL, a->tile, per_elem);
     DSV4_CUDA_LAUNCHED("moe_swiglu: kernel");
     return DSV4_OK;
 }
