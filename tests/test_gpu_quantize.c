@@ -526,6 +526,13 @@ TEST(gpu_quantize_bit_exact_large_batch) {
               "4097x7168 bf16 static swizzled, NaN/Inf: %s", msg);
     CHECK_MSG(quantize_case(3001, 2048, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, DSV4_SF_LINEAR, 0, 0, &rng, msg, sizeof msg),
               "3001x2048 bf16 dynamic-token linear: %s", msg);
+    /* static scales take one group per thread: its row widths too */
+    CHECK_MSG(quantize_case(9001, 48, 1, DSV4_ACT_SCALE_STATIC, DSV4_SF_SWIZZLED, 1, 1, &rng, msg, sizeof msg),
+              "9001x48 bf16 static swizzled, NaN/Inf: %s", msg);
+    CHECK_MSG(quantize_case(6001, 1024, 1, DSV4_ACT_SCALE_STATIC, DSV4_SF_LINEAR, 1, 0, &rng, msg, sizeof msg),
+              "6001x1024 bf16 static linear: %s", msg);
+    CHECK_MSG(quantize_case(4500, 2048, 1, DSV4_ACT_SCALE_STATIC, DSV4_SF_SWIZZLED, 0, 0, &rng, msg, sizeof msg),
+              "4500x2048 bf16 static swizzled: %s", msg);
 }
 
 TEST(gpu_quantize_nan_inf_documented_behaviour) {

@@ -209,25 +209,28 @@ __global__ void __launch_bounds__(QUANT_THREADS, QUANT_MIN_BLOCKS(DT, S))
     nvfp4_zero_pad_n(&d, r, kb, 0, t, TPR);
 }
 
-// BF16 rows of at most 2·TPR groups with more rows than fit at once (a prefill batch): a grid
-// of about STREAM_BLOCKS_PER_SM blocks per SM walks the rows (block b: row blocks b, b + grid,
+// BF16 rows of at most S·TPR groups with more row blocks than fit at once (a prefill batch):
+// a grid of STREAM_BLOCKS_PER_SM(S) blocks per SM walks the row blocks (block b: b, b + grid,
 // ...) and loads its next row block while it quantizes the current one. k_quantize_rows
 // instead gives each thread one row block: its loads, then its arithmetic, then its stores,
 // with nothing in flight during the arithmetic (ncu at 4096x4096: 53 % of DRAM bandwidth,
 // 41 % issue; two waves of blocks, each waiting for its loads). Same arithmetic per group,
-// so bit-identical to it. STATIC / DYNAMIC_TENSOR build the breakpoint table once. Three
-// blocks per SM (85 registers: both row blocks in registers without spilling): 4096x4096
-// static 22.9 -> 18.5 us on the H100 (4 blocks, 64 registers with spills: 20.5 us).
-// (The same streaming for the fused RMSNorm was slower, 32.8 -> 34.9 us: its per-row
+// so bit-identical to it. STATIC / DYNAMIC_TENSOR build the breakpoint table once.
+// H100, 4096x4096 (k_quantize_rows: 22.9 / 23.7 / 37.2 us static / per token / per tensor):
+// S = 2, 3 blocks per SM (85 registers, both row blocks in registers without spills):
+// 18.4 / 20.3 / 31.5 us; S = 1, 4 blocks per SM: 17.5 / 23.8 / 33.0 us (a row block per
+// 256 threads: a shorter tail, but eight warps meet per row for a per-token amax). So
+// static scales take S = 1, the others S = 2. (4 blocks per SM at S = 2 spilled: 20.5 us
+// static. The same streaming for the fused RMSNorm was slower, 32.8 -> 34.9 us: its per-row
 // barrier couples the block's rows every iteration.)
-#define STREAM_BLOCKS_PER_SM 3
-template <int TPR>
-__global__ void __launch_bounds__(QUANT_THREADS, STREAM_BLOCKS_PER_SM)
+#define STREAM_BLOCKS_PER_SM(S) ((S) == 1 ? 4 : 3)
+template <int TPR, int S>
+__global__ void __launch_bounds__(QUANT_THREADS, STREAM_BLOCKS_PER_SM(S))
     k_quantize_rows_stream(const void *x, int64_t M, int64_t K, int64_t rows, nvfp4_dst d, const float *partial,
                            int n_partial) {
     pdl_launch_dependents();
     pdl_wait(); // PDL: see common.cuh
-    constexpr int S = 2, RPB = QUANT_THREADS / TPR, NW = TPR / 32;
+    constexpr int RPB = QUANT_THREADS / TPR, NW = TPR / 32;
     __shared__ float sh[2][QUANT_THREADS / 32]; // DYNAMIC_TOKEN: the row's warp maxima, by iteration parity
     __shared__ float shr[33];
     __shared__ __align__(16) uint32_t tbl[QUANT_THREADS / 32][32];
@@ -363,14 +366,20 @@ extern "C" dsv4_status dsv4_cuda_quantize_nvfp4(cudaStream_t stream, const void 
     if (dtype == DSV4_CUDA_BF16 && kb <= 2 * QUANT_THREADS && !dsv4_cuda_row_threads_override() &&
         (out->mode != DSV4_ACT_SCALE_DYNAMIC_TENSOR || n_partial > 0)) {
         // rows of <= 512 groups: the streaming kernel once the rows outnumber one pass of the grid
+        // groups per thread: one for a static scale (more, smaller row blocks: a shorter tail),
+        // two otherwise (a per-token amax is a barrier per row block, across twice the warps)
+        const int sg = out->mode == DSV4_ACT_SCALE_STATIC && kb <= QUANT_THREADS ? 1 : 2;
         int tpr = 32;
-        while (tpr * 2 < kb) tpr *= 2;
+        while (tpr * sg < kb) tpr *= 2;
         const int64_t blocks = (M + QUANT_THREADS / tpr - 1) / (QUANT_THREADS / tpr);
-        const int64_t grid = (int64_t)dsv4_cuda_sm_count() * STREAM_BLOCKS_PER_SM;
+        const int64_t grid = (int64_t)dsv4_cuda_sm_count() * STREAM_BLOCKS_PER_SM(sg);
         if (blocks > grid) {
-            const quantize_kernel_stream ks[4] = {k_quantize_rows_stream<32>, k_quantize_rows_stream<64>,
-                                                  k_quantize_rows_stream<128>, k_quantize_rows_stream<256>};
-            (void)dsv4_launch_pdl(ks[ilog2(tpr / 32)], dim3((unsigned)grid), dim3(QUANT_THREADS), 0, stream, x, M, K, rows,
+            const quantize_kernel_stream ks[2][4] = {
+                {k_quantize_rows_stream<32, 1>, k_quantize_rows_stream<64, 1>, k_quantize_rows_stream<128, 1>,
+                 k_quantize_rows_stream<256, 1>},
+                {k_quantize_rows_stream<32, 2>, k_quantize_rows_stream<64, 2>, k_quantize_rows_stream<128, 2>,
+                 k_quantize_rows_stream<256, 2>}};
+            (void)dsv4_launch_pdl(ks[sg - 1][ilog2(tpr / 32)], dim3((unsigned)grid), dim3(QUANT_THREADS), 0, stream, x, M, K, rows,
                                   d, (const float *)workspace, n_partial);
             DSV4_CUDA_LAUNCHED("quantize_nvfp4: streaming quantize kernel");
             return DSV4_OK;
