@@ -277,7 +277,14 @@ __global__ void __launch_bounds__(QUANT_THREADS, STREAM_BLOCKS_PER_SM(S))
             for (int o = 16; o > 0; o >>= 1) m = f_max_nan_ignored(m, __shfl_xor_sync(0xffffffffu, m, o));
             if (NW > 1) {
                 if (lane == 0) sh[parity][warp] = m;
-                __syncthreads(); // (sh[parity] is rewritten two iterations on, after the next barrier)
+                // the row's warps only (barrier 1 + its row in the block; 0 is __syncthreads), so
+                // the block's rows do not wait for each other; sh[parity] is rewritten two
+                // iterations on, after the row's next barrier (H100, per token: 22.0 -> 21.6 us
+                // against __syncthreads, same run)
+                if (RPB > 1)
+                    asm volatile("bar.sync %0, %1;" ::"r"(1 + (int)(threadIdx.x / TPR)), "r"(TPR) : "memory");
+                else
+                    __syncthreads();
                 const int w0 = warp / NW * NW;
 #pragma unroll
                 for (int i = 0; i < NW; i++) m = f_max_nan_ignored(m, sh[parity][w0 + i]);
