@@ -505,34 +505,32 @@ TEST(gpu_quantize_bit_exact_all_modes_and_shapes) {
 
 TEST(gpu_quantize_bit_exact_large_batch) {
     if (!gpu_available()) SKIP("no GPU");
+    static const struct { int64_t M, K; int bf16, mode, swizzled, huge, nonfinite; } cases[] = {
+        {4096, 4096, 1, DSV4_ACT_SCALE_STATIC, 1, 0, 0},
+        {4096, 4096, 1, DSV4_ACT_SCALE_DYNAMIC_TENSOR, 0, 0, 0},
+        {4096, 4096, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, 1, 1, 0},
+        /* fp32 rows: the many-row layout (row_threads) with the per-token amax in registers */
+        {1000, 7168, 0, DSV4_ACT_SCALE_DYNAMIC_TOKEN, 1, 1, 0},
+        /* the streaming kernel (BF16, more row blocks than its grid) at each of its row widths,
+         * with two groups per thread (per token / per tensor) and one (static): a partial last
+         * row block, swizzled padding row blocks past it, NaN / Inf blocks */
+        {5001, 48, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, 1, 1, 1},
+        {6001, 1024, 1, DSV4_ACT_SCALE_DYNAMIC_TENSOR, 1, 1, 0},
+        {4097, 7168, 1, DSV4_ACT_SCALE_STATIC, 1, 0, 1},
+        {3001, 2048, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, 0, 0, 0},
+        {9001, 48, 1, DSV4_ACT_SCALE_STATIC, 1, 1, 1},
+        {6001, 1024, 1, DSV4_ACT_SCALE_STATIC, 0, 1, 0},
+        {4500, 2048, 1, DSV4_ACT_SCALE_STATIC, 1, 0, 0},
+    };
     uint64_t rng = 7;
     char msg[1024];
-    CHECK_MSG(quantize_case(4096, 4096, 1, DSV4_ACT_SCALE_STATIC, DSV4_SF_SWIZZLED, 0, 0, &rng, msg, sizeof msg),
-              "4096x4096 bf16 static swizzled: %s", msg);
-    CHECK_MSG(quantize_case(4096, 4096, 1, DSV4_ACT_SCALE_DYNAMIC_TENSOR, DSV4_SF_LINEAR, 0, 0, &rng, msg, sizeof msg),
-              "4096x4096 bf16 dynamic-tensor: %s", msg);
-    /* the many-row layout (row_threads) with the per-token amax kept in registers */
-    CHECK_MSG(quantize_case(4096, 4096, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, DSV4_SF_SWIZZLED, 1, 0, &rng, msg, sizeof msg),
-              "4096x4096 bf16 dynamic-token swizzled: %s", msg);
-    CHECK_MSG(quantize_case(1000, 7168, 0, DSV4_ACT_SCALE_DYNAMIC_TOKEN, DSV4_SF_SWIZZLED, 1, 0, &rng, msg, sizeof msg),
-              "1000x7168 f32 dynamic-token swizzled: %s", msg);
-    /* the streaming kernel (BF16, more row blocks than its grid) at each of its row widths,
-     * a partial last row block, swizzled padding row blocks past it, NaN / Inf blocks */
-    CHECK_MSG(quantize_case(5001, 48, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, DSV4_SF_SWIZZLED, 1, 1, &rng, msg, sizeof msg),
-              "5001x48 bf16 dynamic-token swizzled, NaN/Inf: %s", msg);
-    CHECK_MSG(quantize_case(6001, 1024, 1, DSV4_ACT_SCALE_DYNAMIC_TENSOR, DSV4_SF_SWIZZLED, 1, 0, &rng, msg, sizeof msg),
-              "6001x1024 bf16 dynamic-tensor swizzled: %s", msg);
-    CHECK_MSG(quantize_case(4097, 7168, 1, DSV4_ACT_SCALE_STATIC, DSV4_SF_SWIZZLED, 0, 1, &rng, msg, sizeof msg),
-              "4097x7168 bf16 static swizzled, NaN/Inf: %s", msg);
-    CHECK_MSG(quantize_case(3001, 2048, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, DSV4_SF_LINEAR, 0, 0, &rng, msg, sizeof msg),
-              "3001x2048 bf16 dynamic-token linear: %s", msg);
-    /* static scales take one group per thread: its row widths too */
-    CHECK_MSG(quantize_case(9001, 48, 1, DSV4_ACT_SCALE_STATIC, DSV4_SF_SWIZZLED, 1, 1, &rng, msg, sizeof msg),
-              "9001x48 bf16 static swizzled, NaN/Inf: %s", msg);
-    CHECK_MSG(quantize_case(6001, 1024, 1, DSV4_ACT_SCALE_STATIC, DSV4_SF_LINEAR, 1, 0, &rng, msg, sizeof msg),
-              "6001x1024 bf16 static linear: %s", msg);
-    CHECK_MSG(quantize_case(4500, 2048, 1, DSV4_ACT_SCALE_STATIC, DSV4_SF_SWIZZLED, 0, 0, &rng, msg, sizeof msg),
-              "4500x2048 bf16 static swizzled: %s", msg);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK_MSG(quantize_case(cases[i].M, cases[i].K, cases[i].bf16, (dsv4_act_scale_mode)cases[i].mode,
+                                cases[i].swizzled ? DSV4_SF_SWIZZLED : DSV4_SF_LINEAR, cases[i].huge, cases[i].nonfinite,
+                                &rng, msg, sizeof msg),
+                  "%lldx%lld %s %s %s%s%s: %s", (long long)cases[i].M, (long long)cases[i].K, cases[i].bf16 ? "bf16" : "f32",
+                  mode_name((dsv4_act_scale_mode)cases[i].mode), cases[i].swizzled ? "swizzled" : "linear",
+                  cases[i].huge ? " (huge values)" : "", cases[i].nonfinite ? " NaN/Inf" : "", msg);
 }
 
 TEST(gpu_quantize_nan_inf_documented_behaviour) {

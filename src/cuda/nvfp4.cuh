@@ -661,6 +661,22 @@ __device__ __forceinline__ void nvfp4_zero_pad_n(const nvfp4_dst *d, int64_t r, 
     int64_t kb_pad = (kb + 3) / 4 * 4;
     for (int64_t c = (whole_row ? 0 : kb) + t; c < kb_pad; c += n) d->sf[nvfp4_sf_index(1, r, c, kb)] = 0;
 }
+// Quantizes one 16-element group of BF16 words x (its largest key kk from nvfp4_bf16_keys) with
+// the BF16 quantizer and the table of q (the float form when it does not apply: a NaN in the
+// group, or g out of its range), and stores its scale byte and payload at (row r, group c) of a
+// row of kb groups. The streaming quantize kernel and the fused RMSNorm share it.
+__device__ __forceinline__ void nvfp4_store_group_bf16(const nvfp4_dst &d, int64_t r, int64_t c, int64_t kb,
+                                                      const uint32_t x[8], uint32_t kk, const nvfp4_bf16_g &q,
+                                                      nvfp4_bf16_tbl tb) {
+    uint32_t packed[2], ax[8], sc;
+    (void)nvfp4_bf16_keys(x, ax);
+    if (nvfp4_bf16_ok(q, kk))
+        sc = nvfp4_quant_group16_bf16(x, ax, kk, q, tb, packed);
+    else
+        sc = nvfp4_quant_group16_raw_bf16(x, q.g, packed);
+    d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)sc;
+    *(uint2 *)(d.q + r * kb * 8 + c * 8) = make_uint2(packed[0], packed[1]);
+}
 __device__ __forceinline__ void nvfp4_zero_pad(const nvfp4_dst *d, int64_t r, int64_t kb, int whole_row) {
     nvfp4_zero_pad_n(d, r, kb, whole_row, threadIdx.x, blockDim.x);
 }

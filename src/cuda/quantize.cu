@@ -301,14 +301,7 @@ __global__ void __launch_bounds__(QUANT_THREADS, STREAM_BLOCKS_PER_SM(S))
             for (int j = 0; j < S; j++) {
                 const int c = t + j * TPR;
                 if (c >= kb) break;
-                uint32_t packed[2], ax[8], sc;
-                (void)nvfp4_bf16_keys(cur[j], ax);
-                if (nvfp4_bf16_ok(q, gk[j]))
-                    sc = nvfp4_quant_group16_bf16(cur[j], ax, gk[j], q, tb, packed);
-                else
-                    sc = nvfp4_quant_group16_raw_bf16(cur[j], q.g, packed);
-                d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)sc;
-                *(uint2 *)(d.q + r * (K / 2) + (int64_t)c * 8) = make_uint2(packed[0], packed[1]);
+                nvfp4_store_group_bf16(d, r, c, kb, cur[j], gk[j], q, tb);
             }
             nvfp4_zero_pad_n(&d, r, kb, 0, t, TPR);
         } else {

@@ -158,14 +158,7 @@ __device__ __forceinline__ void norm_row(uint32_t (&u)[S][RAW_WORDS(DT)], int64_
     for (int j = 0; j < S; j++) {
         const int c = t + j * TPR;
         if (c >= kb) break;
-        uint32_t packed[2], ax[8], sc;
-        (void)nvfp4_bf16_keys(u[j], ax);
-        if (nvfp4_bf16_ok(q, gk[j]))
-            sc = nvfp4_quant_group16_bf16(u[j], ax, gk[j], q, tb, packed);
-        else
-            sc = nvfp4_quant_group16_raw_bf16(u[j], gi, packed);
-        d.sf[nvfp4_sf_index(d.swizzled, r, c, kb)] = (uint8_t)sc;
-        *(uint2 *)(d.q + r * (dim / 2) + (int64_t)c * 8) = make_uint2(packed[0], packed[1]);
+        nvfp4_store_group_bf16(d, r, c, kb, u[j], gk[j], q, tb);
     }
     nvfp4_zero_pad_n(&d, r, kb, 0, t, TPR);
 }

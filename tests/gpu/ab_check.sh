@@ -10,11 +10,7 @@ set -uo pipefail
 R=${OUT:-/tmp/dsv4-ab-out}
 mkdir -p "$R"
 source tests/gpu/setup.sh
-make -j"$(nproc)" all bench > "$R/build.log" 2>&1 || { tail -30 "$R/build.log"; exit 1; }
-if [ "${TESTS:-gpu_}" != none ]; then
-    echo "== tests"; timeout 300 ./build/test_runner ${TESTS:-gpu_} > "$R/tests.log" 2>&1; echo "rc $?"
-    grep -v "^PASS" "$R/tests.log" | grep -v "^  " | tail -8
-fi
+build_and_test "$R" 300
 AB_ENV=${AB_ENV:-DSV4_L2_HINTS=0}
 IFS=';' read -ra CMDS <<< "${BENCHES:-bench_moe 16;bench_moe stages;bench_linear 16 1}"
 summary() {

@@ -7,11 +7,7 @@ set -uo pipefail
 R=${OUT:-/tmp/dsv4-stages-out}
 mkdir -p "$R"
 source tests/gpu/setup.sh
-make -j"$(nproc)" all bench > "$R/build.log" 2>&1 || { tail -30 "$R/build.log"; exit 1; }
-if [ "${TESTS:-gpu_}" != none ]; then
-    echo "== tests"; timeout 240 ./build/test_runner ${TESTS:-gpu_} > "$R/tests.log" 2>&1; echo "rc $?"
-    grep -v "^PASS" "$R/tests.log" | grep -v "^  " | tail -8
-fi
+build_and_test "$R"
 timeout 200 ./build/bench_moe stages > "$R/stages.json" 2> "$R/stages.err"; echo "stages rc $?"
 python3 - "$R/stages.json" <<'PY'
 import json, sys
