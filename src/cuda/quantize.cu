@@ -253,7 +253,7 @@ __global__ void __launch_bounds__(QUANT_THREADS, STREAM_BLOCKS_PER_SM(S))
     }
     const nvfp4_bf16_tbl tb = nvfp4_bf16_tbl_shared(tbl[warp]);
 
-    uint32_t cur[S][8], nxt[S][8];
+    uint32_t cur[S][8] = {}, nxt[S][8] = {}; // (slots past the row or past M are never used)
     auto load_rows = [&](int64_t rb, uint32_t (&w)[S][8]) {
         const int64_t r = rb * RPB + threadIdx.x / TPR;
 #pragma unroll
