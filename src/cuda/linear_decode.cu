@@ -276,7 +276,7 @@ __device__ __forceinline__ bool decode_item(const LinearParams &p, int item, int
 
 // Grouped calls wait for the routing before they know their weights, but some are known
 // before it (the shared expert's, run as a routed slot): the CTAs split p.l2_warm into
-// kWarmChunk pieces and bulk-prefetch them into L2 first, so those bytes stream while the
+// DECODE_WARM_CHUNK pieces and bulk-prefetch them into L2 first, so those bytes stream while the
 // routing runs and HBM is idle. The weight copies use the evict-first policy
 // (p.w_evict_first), so the routed stream evicts its own lines before the warmed ones.
 #define DECODE_WARM_CHUNK 4096
