@@ -233,8 +233,8 @@ TEST(gpu_rmsnorm_matches_cpu) {
                 }
 }
 
-/* Prefill-sized batches: BF16 rows take the streaming row kernel (more row blocks than its
- * grid) at each row width, with partial last row blocks and swizzled padding past them. */
+/* Prefill-sized batches: the row kernel's many-row layouts (64 to 256 threads per row), with
+ * partial last row blocks and swizzled padding past them. */
 TEST(gpu_rmsnorm_many_rows) {
     if (!gpu_available()) SKIP("no GPU");
     static const struct { int64_t rows; int dim; int weighted, out_bf16, qmode, swizzled; } cases[] = {

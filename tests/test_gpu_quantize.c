@@ -517,6 +517,7 @@ TEST(gpu_quantize_bit_exact_large_batch) {
         {5001, 48, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, 1, 1, 1},
         {6001, 1024, 1, DSV4_ACT_SCALE_DYNAMIC_TENSOR, 1, 1, 0},
         {4097, 7168, 1, DSV4_ACT_SCALE_STATIC, 1, 0, 1},
+        {4097, 7168, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, 1, 0, 1}, /* a row per block: __syncthreads */
         {3001, 2048, 1, DSV4_ACT_SCALE_DYNAMIC_TOKEN, 0, 0, 0},
         {9001, 48, 1, DSV4_ACT_SCALE_STATIC, 1, 1, 1},
         {6001, 1024, 1, DSV4_ACT_SCALE_STATIC, 0, 1, 0},

@@ -235,7 +235,7 @@ __global__ void __launch_bounds__(QUANT_THREADS, STREAM_BLOCKS_PER_SM(S))
     __shared__ float shr[33];
     __shared__ __align__(16) uint32_t tbl[QUANT_THREADS / 32][32];
     const int t = threadIdx.x % TPR, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int kb = (int)(K / 16); // <= 2·TPR (the launcher)
+    const int kb = (int)(K / 16); // <= S·TPR (the launcher)
     const int64_t real_blocks = (M + RPB - 1) / RPB, all_blocks = (rows + RPB - 1) / RPB;
     float s = 0.0f;
     if (d.mode == 0) {
@@ -251,7 +251,7 @@ __global__ void __launch_bounds__(QUANT_THREADS, STREAM_BLOCKS_PER_SM(S))
         tbl[warp][lane] = nvfp4_bf16_bp_entry(q.fast ? q.G : 1.0f, lane);
         __syncwarp();
     }
-    const nvfp4_bf16_tbl tb = nvfp4_bf16_tbl_shared(tbl[warp]);
+    nvfp4_bf16_tbl tb = nvfp4_bf16_tbl_shared(tbl[warp]);
 
     uint32_t cur[S][8] = {}, nxt[S][8] = {}; // (slots past the row or past M are never used)
     auto load_rows = [&](int64_t rb, uint32_t (&w)[S][8]) {
@@ -295,6 +295,7 @@ __global__ void __launch_bounds__(QUANT_THREADS, STREAM_BLOCKS_PER_SM(S))
             __syncwarp(); // the previous row's table reads are done
             tbl[warp][lane] = nvfp4_bf16_bp_entry(q.fast ? q.G : 1.0f, lane);
             __syncwarp();
+            tb = nvfp4_bf16_tbl_shared(tbl[warp]); // after the rebuild: pins the table reads below it
         }
         if (real) {
 #pragma unroll
