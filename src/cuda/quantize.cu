@@ -63,6 +63,27 @@ __global__ void __launch_bounds__(QUANT_THREADS) k_amax_partial(const void *x, i
     if (threadIdx.x == 0) partial[blockIdx.x] = m;
 }
 
+// DYNAMIC_TENSOR's scale, by every block of a quantize kernel (all threads call it): the max of
+// the amax kernel's n_partial partials, or (n_partial 0, a small tensor) of all n16 groups of x
+// (max is order-free, so every block agrees); block 0 writes it to d.scale[0].
+template <int DT>
+__device__ __forceinline__ float tensor_scale(const void *x, int64_t n16, const float *partial, int n_partial, float *sh,
+                                              const nvfp4_dst &d) {
+    float m = 0.0f;
+    if (n_partial > 0) {
+        for (int i = threadIdx.x; i < n_partial; i += blockDim.x) m = f_max_nan_ignored(m, partial[i]);
+    } else {
+        for (int64_t gi = threadIdx.x; gi < n16; gi += blockDim.x) {
+            uint32_t u[RAW_WORDS(DT)];
+            load_raw16<DT>(x, gi * 16, u);
+            m = f_max_nan_ignored(m, group_amax<DT>(u));
+        }
+    }
+    const float s = nvfp4_dynamic_scale(block_reduce(m, sh, 1));
+    if (blockIdx.x == 0 && threadIdx.x == 0) d.scale[0] = s;
+    return s;
+}
+
 // TPR threads per row (row_threads), 256 / TPR rows per block, S groups per thread and pass
 // (nvfp4.cuh: thread t holds groups t + j*TPR). A row of at most TPR*S groups is loaded once
 // with all its loads in flight; DYNAMIC_TOKEN reduces its amax from those registers (warp
@@ -106,18 +127,7 @@ __global__ void __launch_bounds__(QUANT_THREADS, QUANT_MIN_BLOCKS(DT, S))
     if (d.mode == 0) { // STATIC
         s = d.scale[0];
     } else if (d.mode == 1) { // DYNAMIC_TENSOR
-        float m = 0.0f;
-        if (n_partial > 0) {
-            for (int i = threadIdx.x; i < n_partial; i += blockDim.x) m = f_max_nan_ignored(m, partial[i]);
-        } else { // small tensor: the whole amax here (max is order-free, so every block agrees)
-            for (int64_t gi = threadIdx.x; gi < M * kb; gi += blockDim.x) {
-                uint32_t u[RAW_WORDS(DT)];
-                load_raw16<DT>(x, gi * 16, u);
-                m = f_max_nan_ignored(m, group_amax<DT>(u));
-            }
-        }
-        s = nvfp4_dynamic_scale(block_reduce(m, sh, 1));
-        if (blockIdx.x == 0 && threadIdx.x == 0) d.scale[0] = s;
+        s = tensor_scale<DT>(x, M * kb, partial, n_partial, sh, d);
     } else { // DYNAMIC_TOKEN
         float m = 0.0f;
         for (int base = 0; real && base < kb; base += STEP) {
@@ -240,11 +250,8 @@ __global__ void __launch_bounds__(QUANT_THREADS, STREAM_BLOCKS_PER_SM(S))
     float s = 0.0f;
     if (d.mode == 0) {
         s = d.scale[0];
-    } else if (d.mode == 1) { // as k_quantize_rows (the partials, or the small tensor here)
-        float m = 0.0f;
-        for (int i = threadIdx.x; i < n_partial; i += blockDim.x) m = f_max_nan_ignored(m, partial[i]);
-        s = nvfp4_dynamic_scale(block_reduce(m, shr, 1));
-        if (blockIdx.x == 0 && threadIdx.x == 0) d.scale[0] = s;
+    } else if (d.mode == 1) { // (the launcher gives this kernel the partials)
+        s = tensor_scale<DT_BF16>(x, M * kb, partial, n_partial, shr, d);
     }
     nvfp4_bf16_g q = nvfp4_bf16_g_of(f_div(1.0f, s));
     if (d.mode != 2) {
