@@ -20,17 +20,23 @@ extern "C" dsv4_status dsv4_cuda_check(cudaError_t err, const char *op) {
                      cudaGetErrorString(err));
 }
 
-extern "C" int dsv4_cuda_pdl_enabled(void) {
-    static int v = -1; // benign race: every thread computes the same value
-    if (v < 0) {
-        const char *e = getenv("DSV4_PDL");
-        v = !(e && e[0] == '0');
+// A switch that is on unless the environment sets it to 0, read once into *cache (-1 until
+// then; a benign race: every thread computes the same value).
+static int env_switch_on(const char *name, int *cache) {
+    if (*cache < 0) {
+        const char *e = getenv(name);
+        *cache = !(e && e[0] == '0');
     }
-    return v;
+    return *cache;
+}
+
+extern "C" int dsv4_cuda_pdl_enabled(void) {
+    static int v = -1;
+    return env_switch_on("DSV4_PDL", &v);
 }
 
 extern "C" int dsv4_cuda_sm_count(void) {
-    static int cached[64]; // benign race, as above
+    static int cached[64]; // benign race: every thread computes the same value
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 132;
     if (cached[dev] == 0) {
@@ -42,12 +48,8 @@ extern "C" int dsv4_cuda_sm_count(void) {
 }
 
 extern "C" int dsv4_cuda_l2_hints_enabled(void) {
-    static int v = -1; // benign race, as above
-    if (v < 0) {
-        const char *e = getenv("DSV4_L2_HINTS");
-        v = !(e && e[0] == '0');
-    }
-    return v;
+    static int v = -1;
+    return env_switch_on("DSV4_L2_HINTS", &v);
 }
 
 extern "C" int dsv4_cuda_row_threads_override(void) {
