@@ -687,11 +687,8 @@ dsv4_status linear_decode_launch(int fmt, int act, const LinearParams &p0, int s
     if (p0.grouped && splits != 1) return dsv4_fail(DSV4_ERR_INTERNAL, "linear_decode: grouped mode has no split-K");
     LinearParams p = p0;
     p.w_evict_first = dsv4_cuda_l2_hints_enabled();
-    for (int i = 0; i < 4; i++) {
-        if (!p.w_evict_first || !p.grouped) p.l2_warm[i] = NULL, p.l2_warm_bytes[i] = 0;
-        if (((uintptr_t)p.l2_warm[i] & 15u) || p.l2_warm_bytes[i] < 0)
-            return dsv4_fail(DSV4_ERR_INTERNAL, "linear_decode: L2 warm range %d must be 16-byte aligned", i);
-    }
+    if (!p.w_evict_first || !p.grouped) // (dsv4_cuda_moe_grouped_linear checked the ranges it set)
+        for (int i = 0; i < 4; i++) p.l2_warm[i] = NULL, p.l2_warm_bytes[i] = 0;
     // the kernel keeps element offsets into x in 32 bits (dense: x is [M, K]; grouped calls
     // check their x rows in dsv4_cuda_moe_grouped_linear)
     if (!p.grouped && p.M * p.K >= ((int64_t)1 << 32))
