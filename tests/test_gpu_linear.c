@@ -304,6 +304,10 @@ TEST(gpu_linear_prefill_matches_cpu_reference) {
     const int64_t shapes[][3] = {{128, 256, 256}, {130, 200, 272}, {257, 129, 1024}, {1, 96, 80},
                                  {7, 130, 512},   {200, 300, 320}, {129, 64, 4096}, {300, 520, 192},
                                  {130, 300, 64},  {64, 96, 128}}; /* one and two 64-wide K slabs */
+    /* a Hopper build on a Hopper device must not have turned its wgmma kernel off */
+    CHECK_OK(dsv4_cuda_linear_init());
+    CHECK_MSG(dsv4_cuda_linear_prefill_wgmma_state() != 0, "the wgmma prefill kernel was turned off at init");
+    fprintf(stderr, "  wgmma prefill kernel: %s\n", dsv4_cuda_linear_prefill_wgmma_state() == 1 ? "active" : "not applicable");
     /* on Hopper fp4 weights with BF16 x and K % 64 == 0 take the wgmma kernel: run the
      * matrix again with every prefill forced onto the mma.sync kernel */
     for (int mma = 0; mma < 2; mma++) {

@@ -126,6 +126,11 @@ dsv4_status dsv4_cuda_linear_init(void);
  * variable DSV4_PREFILL_MMA=1 sets it at init. Not for use while work is enqueued. */
 void dsv4_cuda_linear_prefill_force_mma(int on);
 
+/* Tests: 1 the Hopper wgmma prefill kernel runs where it applies; -1 it does not apply (not an
+ * sm_90a build or not an sm_90 device); 0 it would apply but init turned it off (a kernel
+ * attribute it depends on did not hold: a bug). After dsv4_cuda_linear_init(). */
+int dsv4_cuda_linear_prefill_wgmma_state(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,30 +4,50 @@
 //
 // Orientation ("swap AB"). The CTA computes yᵀ for WGMMA_BM weight rows (output features) ×
 // BNT tokens: D[feature, token] = Σ_k W[feature, k] · x[token, k]. The weight is the wgmma
-// A operand (M = 64 per instruction), the tokens are its N (BNT = 32, 64 or 128: wgmma
-// takes N in steps of 8), so a grouped tile is as wide as an expert's tokens need and no
-// wider. Both operands are K-major BF16 in shared memory (no swizzle, wgmma.cuh).
+// A operand (M = 64 per instruction), the tokens its N (BNT = 32, 64 or 128: wgmma takes N in
+// steps of 8), so a grouped tile is as wide as an expert's tokens need and no wider.
 //
-// Warp specialisation. Warpgroup 0 produces: per slab of WGMMA_BK k it loads the raw fp4
-// weight (kPrefetch - 1 slabs ahead, in registers), expands it exactly to BF16
-// (fp4_chunk32_bf16: e2m1 · block scale [· 2^-9]) into the A buffer of a ring stage, and copies
-// the activation slab into the B buffer by cp.async (W4A4: loads and expands the NVFP4 x). Warpgroups 1 and 2 consume: each owns 128 features of
-// the tile as two m64 wgmma per k16 step (acc[2][BNT / 2] fp32 per thread). The stages of
-// the ring are handed over with mbarriers:
-//   full[s]  (128 producer arrivals) the stage's A and B are written and visible to wgmma. A
-//            producer thread arrives for slab kt after its cp.async group of kt has landed,
-//            which it checks one slab later (cp.async.wait_group 1), then fence.proxy.async.
-//   empty[s] (8 consumer-warp arrivals) the wgmma that read the stage have completed: a
-//            consumer releases slab kt-1 after wgmma.wait_group 1 in iteration kt.
-// So the expansion and the loads run up to WGMMA_STAGES - 1 slabs ahead of the tensor cores.
+// The weight never exists as BF16 in shared memory. Its raw fp4 bytes and block scales are
+// copied into the ring (cp.async), and each consumer thread expands the words its A fragment
+// needs straight into registers (wgmma with A from registers): the shared-memory traffic per
+// 64-wide slab is 9 KB of raw weight instead of 32 KB of BF16 written and 64 KB read by wgmma.
 //
-// Shared-memory layouts (bytes; core matrix = 8 rows × 16 bytes):
-//   A stage: feature r, k chunk c (8 BF16) at (r/8)·1024 + c·128 + (r%8)·16
-//            -> LBO (next core matrix in K) 128, SBO (next 8 features) 1024.
-//            A quarter-warp stores 8 consecutive features of one chunk: 128 contiguous bytes.
-//   B stage: token n, chunk c at c·kBPlane + n·16, kBPlane = BNT·16 + 64
-//            -> LBO kBPlane, SBO 128. Two neighbouring threads load chunks 2c', 2c'+1 of one
-//            token (one 32-byte sector); the +64 puts them in different banks.
+// The k order inside a 32-wide block. A device-layout weight word (fp4_layout.cuh) holds 8
+// consecutive k and expands (e2m1x8_pairs_dev) into the BF16 pairs (i, i + 4), i = 0..3. The
+// A fragment of thread t (lane 4g + t) takes pairs at fragment k (2t, 2t + 1) and
+// (2t + 8, 2t + 9) of each k16 step. A dot product does not care about the order of k as long
+// as both operands use the same one, so fragment k within block b (steps 2b, 2b + 1) is
+// assigned to element
+//     fragment k 16j + 8h + 2t + d  ->  element 8t + 2j + h + 4d    (j step, h half, d 0/1)
+// i.e. thread t's fragment registers of the block are exactly the 4 pairs of word t: pair
+// 2j + h of the word is the register (step j, half h). x is stored in shared memory in the
+// same order: the B chunk (8 fragment k) c = 4b + 2j + h of a token holds, in word t, the
+// pair (x[32b + 8t + 2j + h], x[32b + 8t + 2j + h + 4]). The producer builds those words from
+// x with one byte permute each (W4A16), or they are exactly the pairs e2m1x8_pairs gives for
+// an NVFP4 x word (W4A4).
+//
+// Warp specialisation. Warpgroup 0 produces: per slab of WGMMA_BK k it copies the raw weight
+// rows into a ring stage (cp.async), stores their block scales, and stores the x slab in the
+// order above into the stage's B buffer (x and scales loaded into registers one slab ahead;
+// W4A16: 16-byte chunks, a warp reading 8 tokens × 64 contiguous bytes per instruction). Warpgroups 1 and 2
+// consume: each owns 128 features of the tile as two m64 wgmma per k16 step (acc[2][BNT / 2]
+// fp32 per thread); per 32-wide block and m64 block they read two weight words and their
+// scales, expand them into the fragments of two k16 steps and issue those 2 wgmma as one
+// commit group (the two m64 blocks' fragments double-buffer: one is expanded while the other's
+// group runs). The stages are handed over with mbarriers:
+//   full[s]  (128 producer arrivals) the stage is written and visible: a producer thread
+//            arrives for slab kt after its cp.async group of kt has landed, which it checks
+//            one slab later (cp.async.wait_group 1), then fence.proxy.async (B is read by
+//            wgmma, the async proxy).
+//   empty[s] (8 consumer-warp arrivals) the wgmma that read the stage have completed.
+//
+// Shared-memory layout of a stage (bytes; the ring is 1024-aligned, a stage 25 KB at BNT = 128):
+//   B      token n's 64 k (128 bytes) at n·128, its 16-byte chunk c at position c ^ (n % 8):
+//          wgmma's 128-byte swizzle (wgmma_desc_sw128), which spreads both the wgmma reads and
+//          the producer's stores of 8 consecutive tokens' chunk c over all banks.
+//   raw    feature r, 16-byte block b at r·32 + 16·(b ^ ((r / 4) & 1)): the swap of the two
+//          blocks for r % 8 >= 4 spreads a warp's word reads (rows g, word t) over 32 banks.
+//   scales feature r at r·4: its 4 NVFP4 e4m3 (16-blocks of the slab) or 2 MXFP4 ue8m0.
 //
 // Grouped mode (MoE) is the layout of cpu/moe_route.h with tile = BNT: token tile i belongs
 // to expert tile_expert[i] (-1: the CTA exits), uses that expert's weight and factor
@@ -42,38 +62,32 @@
 #include "cuda/wgmma.cuh"
 
 #define WGMMA_BM 256        // weight rows per CTA: 2 consumer warpgroups × 2 × m64
-#define WGMMA_BK 64         // k per slab
+#define WGMMA_BK 64         // k per slab (two 32-wide blocks)
 #define WGMMA_THREADS 384   // producer warpgroup + 2 consumer warpgroups
-#define WGMMA_STAGES 4      // ring depth (A and B of one slab per stage)
+#define WGMMA_STAGES 5      // ring depth
 
-// Raw weight slabs in the producer's registers (W4A4: 2, its x pointers need the room)
-template <int ACT>
-struct Prefetch {
-    static constexpr int kSlabs = ACT == LIN_ACT_NVFP4 ? 2 : 3;
-};
 // Registers per thread: what the launch allocates (__launch_bounds__(384, 1): 64 K / 384,
 // rounded down to 8), then moved by setmaxnreg from the producer to the consumers. The
 // increase draws on the registers the decrease released: a total above the launch's would
 // make the consumers wait forever, so init checks the launch value (cudaFuncGetAttributes).
-static constexpr int kLaunchRegs = 168, kProducerRegs = 136, kConsumerRegs = 184;
+static constexpr int kLaunchRegs = 168, kProducerRegs = 104, kConsumerRegs = 200;
 static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= WGMMA_THREADS * kLaunchRegs, "register pool");
 
 template <int BNT>
 struct WgShape {
-    static constexpr int kAStage = WGMMA_BM * WGMMA_BK * 2;   // 32 KB
-    static constexpr int kBPlane = BNT * 16 + 64;             // bytes between k chunks
-    static constexpr int kBStage = (WGMMA_BK / 8) * kBPlane;
-    static constexpr int kStage = kAStage + (kBStage + 127) / 128 * 128;
-    static constexpr int kSmem = WGMMA_STAGES * kStage + 2 * WGMMA_STAGES * 8; // + full/empty barriers
-    static constexpr int kBChunks = BNT * (WGMMA_BK / 8) / 128; // 16-byte x chunks per producer thread
-    static constexpr int kXRows = BNT > 64 ? BNT / 64 : 1;      // distinct tokens among them
-    static constexpr int kUnits = WGMMA_BM * (WGMMA_BK / 32) / 128; // 32-element weight units per producer thread
+    static constexpr int kBStage = BNT * 128;                 // x: a 128-byte swizzled row per token
+    static constexpr int kRawOff = kBStage;
+    static constexpr int kScaleOff = kRawOff + WGMMA_BM * 32; // after 32 raw bytes per row
+    static constexpr int kStage = kScaleOff + WGMMA_BM * 4;   // a multiple of 1024: B stays atom-aligned
+    // + full/empty barriers, + 1024 to align the ring (dynamic shared memory is only 16-aligned)
+    static constexpr int kSmem = WGMMA_STAGES * kStage + 2 * WGMMA_STAGES * 8 + 1024;
+    static constexpr int kXChunks = 8 * BNT / 128; // W4A16: 16-byte x chunks per producer thread and slab
+    static constexpr int kXUnits = (2 * BNT + 127) / 128; // W4A4: (token, 32-block) units per thread
     static_assert(BNT % 32 == 0 && BNT <= 128, "token tile: 32, 64 or 128");
-    static_assert(kUnits == 4 && kBChunks >= 2, "even split");
+    static_assert(kStage % 1024 == 0, "stage alignment");
 };
 
-// 16 bytes read once: not kept in L1 (which then holds the block scales, read by 8 slabs per
-// 32-byte sector)
+// 16 bytes read once (x, by the CTAs of one token tile each through L2): not kept in L1.
 __device__ __forceinline__ uint4 ldg_stream16(const void *p) {
     uint4 v;
     asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
@@ -82,169 +96,230 @@ __device__ __forceinline__ uint4 ldg_stream16(const void *p) {
     return v;
 }
 
-// Raw weight unit of a slab: 32 elements (16 bytes) of one feature row.
-struct WUnit {
-    uint4 q;
-    uint32_t s; // NVFP4: 2 e4m3 scales; MXFP4: 1 ue8m0
-};
+// Byte offset of 16-byte chunk c (0..7) of token n's row in a 128-byte swizzled B buffer.
+__device__ __forceinline__ int b_chunk_off(int n, int c) { return n * 128 + 16 * (c ^ (n & 7)); }
 
-// Warpgroup 0: loads, expands and hands over every slab of the CTA's K loop.
+__device__ __forceinline__ void sts32(uint32_t addr, uint32_t v) {
+    asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(v) : "memory");
+}
+
+// x row of tile token n (-1: zeros, for padding or rows past M)
+template <bool GROUPED>
+__device__ __forceinline__ int64_t x_row(const LinearParams &p, int64_t m0, int64_t m_end, int n) {
+    const int64_t m = m0 + n;
+    return m >= m_end ? -1 : GROUPED && p.grp.row_token ? p.grp.row_token[m] : m;
+}
+
+// Warpgroup 0: copies the weight and stores x for every slab of the CTA's K loop.
 template <int FMT, int ACT, int BNT, bool GROUPED>
 __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0, int64_t m0, int64_t m_end,
                                                unsigned char *smem, uint32_t bars, int nk) {
     using S = WgShape<BNT>;
     const int tid = threadIdx.x; // 0..127
-    // x chunks q = tid + 128·j: token (q/2) % BNT, chunk 2·(q / (2·BNT)) + q%2; token
-    // (tid/2 + 64·j) % BNT is one of kXRows rows, chunk c(j) = 2·((tid + 128·j) / (2·BNT)) + tid%2
-    const __nv_bfloat16 *xsrc[S::kXRows]; // NULL: zero-fill (padding or past M)
+    // W4A16: x chunks i = tid + 128·j: chunk t = i % 4 (x[8t .. 8t + 7] of the block) of token
+    // n = (i / 4) % BNT, 32-block b = i / (4·BNT). A warp reads 8 tokens × 64 contiguous bytes
+    // per instruction. The token of chunk j repeats every kXRows chunks.
+    constexpr int kXRows = ACT == LIN_ACT_BF16 ? BNT / 32 : 1;
+    const __nv_bfloat16 *xb[kXRows];
 #pragma unroll
-    for (int i = 0; i < S::kXRows; i++) {
-        const int64_t m = m0 + (tid / 2 + 64 * i) % BNT;
-        const int64_t xr = m >= m_end ? -1 : GROUPED && p.grp.row_token ? p.grp.row_token[m] : m;
-        xsrc[i] = xr >= 0 && ACT == LIN_ACT_BF16 ? p.x + xr * p.K : nullptr;
+    for (int j = 0; j < kXRows; j++) {
+        const int64_t xr = x_row<GROUPED>(p, m0, m_end, (tid / 4 + 32 * j) % BNT);
+        xb[j] = xr >= 0 && ACT == LIN_ACT_BF16 ? p.x + xr * p.K + 8 * (tid % 4) : nullptr;
     }
-    // W4A4: x units j (32 NVFP4 elements) u = tid + 128·j < 2·BNT: token u % BNT, k half
-    // u / BNT; consecutive threads take consecutive tokens (one 128-byte run per B chunk)
-    constexpr int kXU = ACT == LIN_ACT_NVFP4 ? (2 * BNT + 127) / 128 : 1;
-    const uint8_t *xq[kXU], *xs[kXU]; // NULL: zeros
+    // W4A4: units u = tid + 128·i < 2·BNT: token u % BNT, 32-block u / BNT (16 payload bytes
+    // and the block's two e4m3)
+    constexpr int kU = ACT == LIN_ACT_NVFP4 ? S::kXUnits : 1;
+    const uint8_t *xq[kU], *xs[kU];
 #pragma unroll
-    for (int j = 0; j < kXU; j++) {
-        const int u = tid + 128 * j, h = u / BNT;
-        const int64_t m = m0 + u % BNT;
-        const int64_t xr = u >= 2 * BNT || m >= m_end ? -1 : GROUPED && p.grp.row_token ? p.grp.row_token[m] : m;
-        xq[j] = xr >= 0 && ACT == LIN_ACT_NVFP4 ? p.xq + xr * (p.K / 2) + 16 * h : nullptr;
-        xs[j] = xr >= 0 && ACT == LIN_ACT_NVFP4 ? p.xq_scale + xr * (p.K / 16) + 2 * h : nullptr;
+    for (int i = 0; i < kU; i++) {
+        const int u = tid + 128 * i;
+        const int64_t xr = u >= 2 * BNT ? -1 : x_row<GROUPED>(p, m0, m_end, u % BNT);
+        xq[i] = xr >= 0 && ACT == LIN_ACT_NVFP4 ? p.xq + xr * (p.K / 2) + 16 * (u / BNT) : nullptr;
+        xs[i] = xr >= 0 && ACT == LIN_ACT_NVFP4 ? p.xq_scale + xr * (p.K / 16) + 2 * (u / BNT) : nullptr;
     }
-    // weight units j: feature row wr0 + 64·j, k half wh; A offset adst0 + 8 KB·j
-    const int wr0 = (tid / 32) * 16 + tid % 16, wh = (tid % 32) / 16;
-    const uint32_t adst0 = (uint32_t)((wr0 / 8) * 1024 + (4 * wh) * 128 + (wr0 % 8) * 16);
+    // the slab's x in registers, loaded one slab ahead
+    constexpr int kXRegs = ACT == LIN_ACT_BF16 ? S::kXChunks : S::kXUnits;
+    uint4 xv[kXRegs];
+    uint32_t xsv[kU];
+    // block scales: rows tid and tid + 128 of the tile
     constexpr int kSB = FMT == LIN_NVFP4 ? 16 : 32; // elements per scale byte
-    const uint8_t *wq0 = p.w + (n0 + wr0) * (p.K / 2) + wh * 16;
-    const uint8_t *ws0 = p.w_scale + (n0 + wr0) * (p.K / kSB) + wh * (32 / kSB);
-    const int64_t wq_step = 64 * (p.K / 2), ws_step = 64 * (p.K / kSB);
-
-    constexpr int kPrefetch = Prefetch<ACT>::kSlabs;
-    // the raw weight of slab kt sits in raw[kt % kPrefetch], loaded kPrefetch - 1 slabs ahead:
-    // under a busy L2 a load takes longer than a slab's MMAs
-    WUnit raw[kPrefetch][S::kUnits];
-    auto load_w = [&](int kt, WUnit(&r)[S::kUnits]) {
-#pragma unroll
-        for (int j = 0; j < S::kUnits; j++) {
-            r[j].q = make_uint4(0, 0, 0, 0);
-            r[j].s = 0;
-            if (kt < nk && n0 + wr0 + 64 * j < p.N) { // rows past N expand to zeros
-                r[j].q = ldg_stream16(wq0 + j * wq_step + kt * (WGMMA_BK / 2));
-                const uint8_t *sp = ws0 + j * ws_step + kt * (WGMMA_BK / kSB);
-                r[j].s = FMT == LIN_NVFP4 ? __ldg(reinterpret_cast<const uint16_t *>(sp)) : __ldg(sp);
-            }
-        }
-    };
-    auto step = [&](int kt, WUnit(&r)[S::kUnits]) {
-        const int st = kt % WGMMA_STAGES;
-        mbar_wait(bars + 8 * (WGMMA_STAGES + st), ((kt / WGMMA_STAGES) & 1) ^ 1); // empty[st]
-        unsigned char *a = smem + st * S::kStage;
-        const uint32_t b = smem_u32(a + S::kAStage);
+    uint32_t sv[2];
+    auto load_slab = [&](int kt) {
         const int64_t k0 = (int64_t)kt * WGMMA_BK;
         if (ACT == LIN_ACT_BF16) {
 #pragma unroll
-            for (int j = 0; j < S::kBChunks; j++) {
-                const int n = (tid / 2 + 64 * j) % BNT, c = 2 * ((tid + 128 * j) / (2 * BNT)) + tid % 2;
-                const __nv_bfloat16 *src = xsrc[S::kXRows > 1 ? j % S::kXRows : 0];
-                cp_async16(b + c * S::kBPlane + n * 16, src ? src + k0 + c * 8 : p.x, src ? 16 : 0);
+            for (int j = 0; j < S::kXChunks; j++) {
+                const int b = j / (BNT / 32);
+                const __nv_bfloat16 *src = xb[j % kXRows];
+                xv[j] = src ? ldg_stream16(src + k0 + 32 * b) : make_uint4(0, 0, 0, 0);
             }
-        } else { // expand the NVFP4 x slab (loaded here: it is small next to the weight)
+        } else {
 #pragma unroll
-            for (int j = 0; j < kXU; j++) {
-                const int u = tid + 128 * j;
-                if (u >= 2 * BNT) continue;
-                uint32_t nat[16];
-                uint4 q = make_uint4(0, 0, 0, 0);
-                uint32_t s2 = 0;
-                if (xq[j]) {
-                    q = __ldg(reinterpret_cast<const uint4 *>(xq[j] + k0 / 2));
-                    s2 = __ldg(reinterpret_cast<const uint16_t *>(xs[j] + k0 / 16));
-                }
-                nvfp4_act_chunk32_bf16(q, s2, nat);
-                unsigned char *bp = a + S::kAStage + (u / BNT) * 4 * S::kBPlane + (u % BNT) * 16;
-#pragma unroll
-                for (int v = 0; v < 4; v++)
-                    *reinterpret_cast<uint4 *>(bp + v * S::kBPlane) =
-                        make_uint4(nat[4 * v], nat[4 * v + 1], nat[4 * v + 2], nat[4 * v + 3]);
+            for (int i = 0; i < kU; i++) {
+                xv[i] = xq[i] ? __ldg(reinterpret_cast<const uint4 *>(xq[i] + k0 / 2)) : make_uint4(0, 0, 0, 0);
+                xsv[i] = xq[i] ? __ldg(reinterpret_cast<const uint16_t *>(xs[i] + k0 / 16)) : 0u;
             }
         }
-        cp_async_commit(); // (empty for W4A4: keeps the group count uniform)
 #pragma unroll
-        for (int j = 0; j < S::kUnits; j++) {
-            uint32_t nat[16];
-            fp4_chunk32_bf16<FMT>(r[j].q, r[j].s, nat);
-#pragma unroll
-            for (int v = 0; v < 4; v++)
-                *reinterpret_cast<uint4 *>(a + adst0 + j * 8192 + v * 128) =
-                    make_uint4(nat[4 * v], nat[4 * v + 1], nat[4 * v + 2], nat[4 * v + 3]);
+        for (int r = 0; r < 2; r++) {
+            const int64_t n = n0 + tid + 128 * r;
+            const uint8_t *sp = p.w_scale + n * (p.K / kSB) + k0 / kSB;
+            sv[r] = n >= p.N ? 0u
+                    : FMT == LIN_NVFP4 ? __ldg(reinterpret_cast<const uint32_t *>(sp))
+                                       : (uint32_t)__ldg(reinterpret_cast<const uint16_t *>(sp));
         }
-        load_w(kt + kPrefetch, r); // the slot is free again
-        // hand over slab kt-1: its x chunks have landed (all but the newest group)
+    };
+
+    load_slab(0);
+    for (int kt = 0; kt < nk; kt++) {
+        const int st = kt % WGMMA_STAGES;
+        mbar_wait(bars + 8 * (WGMMA_STAGES + st), ((kt / WGMMA_STAGES) & 1) ^ 1); // empty[st]
+        unsigned char *stage = smem + st * S::kStage;
+        // raw weight: 16-byte blocks q = tid + 128·j, row q / 2, block q % 2
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int q = tid + 128 * j, r = q / 2, b = q % 2;
+            const bool in = n0 + r < p.N; // rows past N expand to zeros
+            cp_async16(stage + S::kRawOff + r * 32 + 16 * (b ^ ((r / 4) & 1)),
+                       in ? p.w + (n0 + r) * (p.K / 2) + kt * (WGMMA_BK / 2) + 16 * b : p.w, in ? 16 : 0);
+        }
+        cp_async_commit();
+        // hand over slab kt-1: its copies have landed (all but the newest group)
         if (kt > 0) {
             cp_async_wait<1>();
             fence_proxy_async_smem();
             mbar_arrive(bars + 8 * ((kt - 1) % WGMMA_STAGES)); // full
         }
-    };
-
 #pragma unroll
-    for (int d = 0; d < kPrefetch; d++) load_w(d, raw[d]);
-    for (int kt0 = 0; kt0 < nk; kt0 += kPrefetch)
+        for (int r = 0; r < 2; r++)
+            *reinterpret_cast<uint32_t *>(stage + S::kScaleOff + 4 * (tid + 128 * r)) = sv[r];
+        // x in fragment order: chunk 4b + q (q = 2j + h), word t = (x[8t + q], x[8t + q + 4])
+        if (ACT == LIN_ACT_BF16) {
+            // chunk j: token n = tid/4 + 32·(j % (BNT/32)), block b = j / (BNT/32), so n % 8 and
+            // with it the swizzle are the same for every j: 8 chunk addresses, immediates for the rest
+            uint32_t cb[8];
 #pragma unroll
-        for (int d = 0; d < kPrefetch; d++)
-            if (kt0 + d < nk) step(kt0 + d, raw[d]);
+            for (int c = 0; c < 8; c++) cb[c] = smem_u32(stage) + b_chunk_off(tid / 4, c) + 4 * (tid % 4);
+#pragma unroll
+            for (int j = 0; j < S::kXChunks; j++) {
+                const int b = j / (BNT / 32), nb = 32 * 128 * (j % (BNT / 32));
+                const uint32_t in[4] = {xv[j].x, xv[j].y, xv[j].z, xv[j].w}; // x[8t + 2m], x[8t + 2m + 1]
+#pragma unroll
+                for (int q = 0; q < 4; q++)
+                    sts32(cb[4 * b + q] + nb, __byte_perm(in[q / 2], in[2 + q / 2], q % 2 ? 0x7632 : 0x5410));
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < kU; i++) {
+                const int u = tid + 128 * i, n = u % BNT, b = u / BNT;
+                if (u >= 2 * BNT) continue;
+                const uint32_t words[4] = {xv[i].x, xv[i].y, xv[i].z, xv[i].w};
+                const uint32_t c0 = e4m3_scale_c(xsv[i], 0x4040), c1 = e4m3_scale_c(xsv[i], 0x4141);
+                uint32_t out[4][4]; // [q][t]: pairs (q, q + 4) of word t, each · scale · 2^-9
+#pragma unroll
+                for (int t = 0; t < 4; t++) {
+                    uint32_t pr[4];
+                    e2m1x8_pairs(words[t], t < 2 ? c0 : c1, pr);
+#pragma unroll
+                    for (int q = 0; q < 4; q++) out[q][t] = pr[q];
+                }
+#pragma unroll
+                for (int q = 0; q < 4; q++)
+                    *reinterpret_cast<uint4 *>(stage + b_chunk_off(n, 4 * b + q)) =
+                        make_uint4(out[q][0], out[q][1], out[q][2], out[q][3]);
+            }
+        }
+        if (kt + 1 < nk) load_slab(kt + 1);
+    }
     cp_async_wait<0>();
     fence_proxy_async_smem();
     mbar_arrive(bars + 8 * ((nk - 1) % WGMMA_STAGES));
 }
 
-// Warpgroups 1 and 2: warpgroup c owns features 128·c .. 128·c + 127 of the tile; MMAs over
-// the ring, then the epilogue.
+// Warpgroups 1 and 2: warpgroup c owns features 128·c .. 128·c + 127 of the tile; expands its
+// weight fragments and runs the MMAs over the ring, then the epilogue.
 template <int FMT, int ACT, int BNT, bool GROUPED>
 __device__ __forceinline__ void wgmma_consumer(const LinearParams &p, int64_t n0, int64_t m0, int64_t m_end,
                                                float factor, unsigned char *smem, uint32_t bars, int nk, int c) {
     using S = WgShape<BNT>;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane / 4, t = lane % 4;
     float acc[2][BNT / 2];
 #pragma unroll
     for (int s = 0; s < 2; s++)
 #pragma unroll
         for (int i = 0; i < BNT / 2; i++) acc[s][i] = 0.0f;
+    // this thread's rows: r(s, rr) = 128c + 64s + 16·(warp % 4) + g + 8·rr; r % 8 = g
+    const int row0 = 128 * c + 16 * (warp % 4) + g, swz = (g / 4) & 1;
+    // a[s][j]: the fragment of m64 block s for k16 step 2b + j of the current 32-wide block b.
+    // One commit group per (block, s): a[s] is rebuilt while the other m64 block's group runs.
+    uint32_t a[2][2][4];
+    uint32_t frag_use = 0; // see below
     for (int kt = 0; kt < nk; kt++) {
         const int st = kt % WGMMA_STAGES;
         mbar_wait(bars + 8 * st, (kt / WGMMA_STAGES) & 1); // full[st]
-        const uint32_t a_base = smem_u32(smem + st * S::kStage) + c * 16 * 1024;
-        const uint32_t b_base = smem_u32(smem + st * S::kStage + S::kAStage);
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < WGMMA_BK / 16; ks++) {
-            const uint64_t db = wgmma_desc(b_base + 2 * ks * S::kBPlane, S::kBPlane, 128);
-#pragma unroll
-            for (int s = 0; s < 2; s++)
-                wgmma_bf16_ss<BNT>(acc[s], wgmma_desc(a_base + s * 8 * 1024 + 2 * ks * 128, 128, 1024), db,
-                                   kt > 0 || ks > 0);
-        }
-        wgmma_commit();
-        wgmma_wait<1>(); // slab kt-1's MMAs are done: release its stage
+        const unsigned char *stage = smem + st * S::kStage;
+        const uint32_t b_base = smem_u32(stage);
+        uint32_t sc[2][2];
 #pragma unroll
         for (int s = 0; s < 2; s++)
 #pragma unroll
-            for (int i = 0; i < BNT / 2; i++) wgmma_fence_operand(acc[s][i]);
-        if (kt > 0 && lane == 0) mbar_arrive(bars + 8 * (WGMMA_STAGES + (kt - 1) % WGMMA_STAGES));
+            for (int rr = 0; rr < 2; rr++)
+                sc[s][rr] = *reinterpret_cast<const uint32_t *>(stage + S::kScaleOff + 4 * (row0 + 64 * s + 8 * rr));
+#pragma unroll
+        for (int b = 0; b < 2; b++)
+#pragma unroll
+            for (int s = 0; s < 2; s++) {
+                if (kt > 0 || b > 0) {
+                    wgmma_wait<1>(); // all but the newest group are done: a[s] is free
+                    // the fragments' last use, after the wait: ptxas would otherwise reuse their
+                    // registers while the wgmma reads them, and serialise the wgmma to allow it
+#pragma unroll
+                    for (int j = 0; j < 2; j++) frag_use ^= a[s][j][0] ^ a[s][j][1] ^ a[s][j][2] ^ a[s][j][3];
+                }
+                // the last group that read slab kt-1 (block 1, s 1) has completed: release its stage
+                if (b == 0 && s == 1 && kt > 0 && lane == 0)
+                    mbar_arrive(bars + 8 * (WGMMA_STAGES + (kt - 1) % WGMMA_STAGES));
+#pragma unroll
+                for (int rr = 0; rr < 2; rr++) {
+                    const int r = row0 + 64 * s + 8 * rr;
+                    const uint32_t w =
+                        *reinterpret_cast<const uint32_t *>(stage + S::kRawOff + r * 32 + 16 * (b ^ swz) + 4 * t);
+                    uint32_t pr[4]; // pairs (q, q + 4) of word t: k 32b + 8t + q (+4)
+                    if (FMT == LIN_NVFP4) {
+                        // e4m3 of the 16-block 2b + t/2 of the slab
+                        e2m1x8_pairs_dev(w, e4m3_scale_c_pos(sc[s][rr], 0x4040u + 0x0101u * (2 * b + t / 2)), pr);
+                    } else {
+                        e2m1x8_pairs_dev(w, BF16X2_2P126, pr);
+                        const uint32_t post = ue8m0_c((sc[s][rr] >> (8 * b)) & 0xFFu);
+#pragma unroll
+                        for (int q = 0; q < 4; q++) pr[q] = bf16x2_mul(pr[q], post);
+                    }
+#pragma unroll
+                    for (int q = 0; q < 4; q++) a[s][q / 2][2 * (q % 2) + rr] = pr[q];
+                }
+                wgmma_fence();
+#pragma unroll
+                for (int j = 0; j < 2; j++)
+                    wgmma_bf16_rs<BNT>(acc[s], a[s][j], wgmma_desc_sw128(b_base + 32 * (2 * b + j)),
+                                       kt > 0 || b > 0 || j > 0);
+                wgmma_commit();
+#pragma unroll
+                for (int i = 0; i < BNT / 2; i++) wgmma_fence_operand(acc[s][i]);
+            }
     }
     wgmma_wait<0>();
 #pragma unroll
-    for (int s = 0; s < 2; s++)
+    for (int s = 0; s < 2; s++) {
 #pragma unroll
         for (int i = 0; i < BNT / 2; i++) wgmma_fence_operand(acc[s][i]);
+#pragma unroll
+        for (int j = 0; j < 2; j++) frag_use ^= a[s][j][0] ^ a[s][j][1] ^ a[s][j][2] ^ a[s][j][3];
+    }
+    if (p.M < 0) p.partials[0] = (float)frag_use; // never (M >= 1): keeps the uses above
 
     // epilogue: acc[s][4j + e] is feature 128·c + 64·s + 16·(warp%4) + g (+8 for e >= 2),
     // token column 8j + 2t (+1 for odd e)
-    const int g = lane / 4, t = lane % 4;
 #pragma unroll
     for (int s = 0; s < 2; s++) {
         const int64_t f = n0 + 128 * c + 64 * s + 16 * (warp % 4) + g;
@@ -267,7 +342,8 @@ __global__ void __launch_bounds__(WGMMA_THREADS, 1)
     linear_prefill_wgmma(const LinearParams p0, const int32_t *tile_expert) {
 #if DSV4_WGMMA
     using S = WgShape<BNT>;
-    extern __shared__ __align__(128) unsigned char wg_smem[];
+    extern __shared__ __align__(1024) unsigned char wg_smem_raw[];
+    unsigned char *wg_smem = wg_smem_raw + ((1024 - (smem_u32(wg_smem_raw) & 1023)) & 1023); // ring: 1024-aligned
     const uint32_t bars = smem_u32(wg_smem + WGMMA_STAGES * S::kStage); // full[STAGES], empty[STAGES]
 
     const int wg = threadIdx.x / 128;
@@ -312,6 +388,7 @@ __global__ void __launch_bounds__(WGMMA_THREADS, 1)
 
 static int force_mma = 0;
 static int wgmma_ok = -1; // built for sm_90a and running on an sm_90 device (linear_prefill_wgmma_init)
+static int wgmma_refused = 0; // it would apply, but a kernel attribute check turned it off
 
 template <int FMT, int ACT, int BNT, bool GROUPED>
 static dsv4_status set_smem(void) {
@@ -321,9 +398,9 @@ static dsv4_status set_smem(void) {
     if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, WgShape<BNT>::kSmem) != cudaSuccess ||
         cudaFuncGetAttributes(&fa, k) != cudaSuccess) {
         (void)cudaGetLastError(); // not sticky: clear it
-        wgmma_ok = 0;
+        wgmma_ok = 0, wgmma_refused = 1;
     } else if (fa.numRegs != kLaunchRegs) { // the setmaxnreg split would not match the pool
-        wgmma_ok = 0;
+        wgmma_ok = 0, wgmma_refused = 1;
     }
     return DSV4_OK;
 }
@@ -356,6 +433,11 @@ dsv4_status linear_prefill_wgmma_init(void) {
 }
 
 extern "C" void dsv4_cuda_linear_prefill_force_mma(int on) { force_mma = on != 0; }
+
+extern "C" int dsv4_cuda_linear_prefill_wgmma_state(void) {
+    if (wgmma_ok == 1) return 1;
+    return wgmma_refused ? 0 : -1;
+}
 
 bool linear_prefill_wgmma_takes(int fmt, int act, int64_t K) {
     return wgmma_ok == 1 && !force_mma && (fmt == LIN_NVFP4 || fmt == LIN_MXFP4) && K >= WGMMA_BK && K % WGMMA_BK == 0;

@@ -29,10 +29,18 @@ for r in rows('moe.json'):
     if 'T' in r: print(f"  {r['router']:6s} T={r['T']:5d} {r['mode']} {r['time_us']:10.2f} us  roof {r['roofline_us']:8.2f} x{r['time_over_roofline']:.2f}  bf16 {r['bf16_time_us']:10.2f} x{r['speedup_vs_bf16']:.2f}")
 PY
 if [ -n "${PROFILE_WGMMA:-}" ]; then
-    echo "== ncu wgmma prefill (square 4096)"
-    timeout 120 ncu --clock-control none --section SpeedOfLight --section WarpStateStats --section Occupancy \
-        --section MemoryWorkloadAnalysis -k regex:linear_prefill_wgmma -c 1 ./build/bench_linear 4096 4096 > "$R/ncu_wgmma.txt" 2>&1
-    grep -E "Duration|Throughput|Busy|Stall|Occupancy|Registers|Hit Rate|Issued|Eligible" "$R/ncu_wgmma.txt" | head -30
+    # the dense 4096³ wgmma kernel, W4A4 (ACT 1) and W4A16 (ACT 0): speed of light, stall
+    # reasons, tensor-pipe activity and the breakdown of the L1/TEX throughput
+    M="sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,breakdown:l1tex__throughput.avg.pct_of_peak_sustained_active"
+    for st in long_scoreboard short_scoreboard barrier membar mio_throttle lg_throttle wait math_pipe_throttle sleeping dispatch_stall no_instruction selected not_selected misc; do
+        M="$M,smsp__average_warps_issue_stalled_${st}_per_issue_active.ratio"
+    done
+    for act in 1 0; do
+        echo "== ncu wgmma prefill, square 4096, ACT $act"
+        timeout 120 ncu --clock-control none --section SpeedOfLight --metrics "$M" --kernel-name-base mangled \
+            -k "regex:_Z20linear_prefill_wgmmaILi0ELi${act}ELi128ELb0E" -c 1 ./build/bench_linear 4096 4096 > "$R/ncu_wgmma_$act.txt" 2>&1
+        grep -E "Duration|Throughput|hmma|l1tex__|stalled" "$R/ncu_wgmma_$act.txt" | sed -E 's/smsp__average_warps_issue_stalled_//; s/_per_issue_active.ratio//' | head -40
+    done
 fi
 [ -n "${QUICK:-}" ] && exit 0
 echo "== ncu quantize / rmsnorm rows (4096 x 4096, first launch = static scale)"
