@@ -189,11 +189,12 @@ static void run_stages(fwd_arg *fa, cudaStream_t st) {
     fa->a.stages = 0, fa->a.skip_shared = 0;
 }
 
-/* bench_moe [max_tokens]: only the batches up to max_tokens (default: all).
+/* bench_moe [max_tokens [min_tokens]]: only the batches in that range (default: all).
  * bench_moe stages: the per-step costs of the decode chain (run_stages) instead. */
 int main(int argc, char **argv) {
     const int stages = argc > 1 && strcmp(argv[1], "stages") == 0;
     const long max_t = argc > 1 && !stages ? atol(argv[1]) : 1L << 30;
+    const long min_t = argc > 2 && !stages ? atol(argv[2]) : 0;
     bench_require_gpu();
     cudaStream_t st;
     BENCH_CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
@@ -266,7 +267,7 @@ int main(int argc, char **argv) {
     static const int batches[] = {1, 4, 16, 64, 256, 1024, 4096, 16384};
     for (int r = 0; r < 2 && !stages; r++)
         for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
-            if (batches[b] > max_t) continue;
+            if (batches[b] > max_t || batches[b] < min_t) continue;
             fa.logits = r ? dl_skew : dl_spread;
             run_batch(r ? "skewed" : "spread", batches[b], r ? hl_skew : hl_spread, fa.logits, &fa, &ba, st, copy_gbs, &w);
         }

@@ -63,15 +63,23 @@
 
 #define WGMMA_BM 256        // weight rows per CTA: 2 consumer warpgroups × 2 × m64
 #define WGMMA_BK 64         // k per slab (two 32-wide blocks)
-#define WGMMA_THREADS 384   // producer warpgroup + 2 consumer warpgroups
-#define WGMMA_STAGES 5      // ring depth
+#ifndef WGMMA_PRODUCER_WGS
+#define WGMMA_PRODUCER_WGS 2 // producer warpgroups (1 or 2; overridable for experiments)
+#endif
+#define WGMMA_PRODUCERS (128 * WGMMA_PRODUCER_WGS)
+#define WGMMA_THREADS (WGMMA_PRODUCERS + 256) // producers + 2 consumer warpgroups
+#ifndef WGMMA_STAGES
+#define WGMMA_STAGES 5      // ring depth (overridable for experiments: tests/gpu/prefill_experiments.sh)
+#endif
 
 // Registers per thread: what the launch allocates (__launch_bounds__(384, 1): 64 K / 384,
 // rounded down to 8), then moved by setmaxnreg from the producer to the consumers. The
 // increase draws on the registers the decrease released: a total above the launch's would
 // make the consumers wait forever, so init checks the launch value (cudaFuncGetAttributes).
-static constexpr int kLaunchRegs = 168, kProducerRegs = 104, kConsumerRegs = 200;
-static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= WGMMA_THREADS * kLaunchRegs, "register pool");
+static constexpr int kLaunchRegs = WGMMA_PRODUCER_WGS == 1 ? 168 : 128;
+static constexpr int kProducerRegs = WGMMA_PRODUCER_WGS == 1 ? 104 : 56, kConsumerRegs = 200;
+static_assert(WGMMA_PRODUCERS * kProducerRegs + 256 * kConsumerRegs <= WGMMA_THREADS * kLaunchRegs, "register pool");
+static_assert(WGMMA_THREADS * kLaunchRegs <= 65536, "register file");
 
 template <int BNT>
 struct WgShape {
@@ -81,8 +89,9 @@ struct WgShape {
     static constexpr int kStage = kScaleOff + WGMMA_BM * 4;   // a multiple of 1024: B stays atom-aligned
     // + full/empty barriers, + 1024 to align the ring (dynamic shared memory is only 16-aligned)
     static constexpr int kSmem = WGMMA_STAGES * kStage + 2 * WGMMA_STAGES * 8 + 1024;
-    static constexpr int kXChunks = 8 * BNT / 128; // W4A16: 16-byte x chunks per producer thread and slab
-    static constexpr int kXUnits = (2 * BNT + 127) / 128; // W4A4: (token, 32-block) units per thread
+    static constexpr int kXChunks = 8 * BNT / WGMMA_PRODUCERS; // W4A16: 16-byte x chunks per producer thread
+    static constexpr int kXUnits = (2 * BNT + WGMMA_PRODUCERS - 1) / WGMMA_PRODUCERS; // W4A4: (token, block) units
+    static_assert(kXChunks >= 1, "every producer thread copies x");
     static_assert(BNT % 32 == 0 && BNT <= 128, "token tile: 32, 64 or 128");
     static_assert(kStage % 1024 == 0, "stage alignment");
 };
@@ -110,29 +119,34 @@ __device__ __forceinline__ int64_t x_row(const LinearParams &p, int64_t m0, int6
     return m >= m_end ? -1 : GROUPED && p.grp.row_token ? p.grp.row_token[m] : m;
 }
 
-// Warpgroup 0: copies the weight and stores x for every slab of the CTA's K loop.
+// Warpgroups 0 .. WGMMA_PRODUCER_WGS-1: copy the weight and store x for every slab of the CTA's
+// K loop (P = WGMMA_PRODUCERS threads share each slab's work).
 template <int FMT, int ACT, int BNT, bool GROUPED>
 __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0, int64_t m0, int64_t m_end,
                                                unsigned char *smem, uint32_t bars, int nk) {
     using S = WgShape<BNT>;
-    const int tid = threadIdx.x; // 0..127
-    // W4A16: x chunks i = tid + 128·j: chunk t = i % 4 (x[8t .. 8t + 7] of the block) of token
+    constexpr int P = WGMMA_PRODUCERS;
+    const int tid = threadIdx.x; // 0 .. P-1
+    // W4A16: x chunks i = tid + P·j: chunk t = i % 4 (x[8t .. 8t + 7] of the block) of token
     // n = (i / 4) % BNT, 32-block b = i / (4·BNT). A warp reads 8 tokens × 64 contiguous bytes
-    // per instruction. The token of chunk j repeats every kXRows chunks.
-    constexpr int kXRows = ACT == LIN_ACT_BF16 ? BNT / 32 : 1;
+    // per instruction. n % 8 = (tid / 4) % 8 for every j (P / 4 is a multiple of 8); the token
+    // of chunk j repeats every kXRows chunks; b is a constant of j unless P > 4·BNT.
+    constexpr int kXRows = ACT == LIN_ACT_BF16 && 4 * BNT > P ? 4 * BNT / P : 1;
+    auto chunk_b = [&](int j) { return P <= 4 * BNT ? P * j / (4 * BNT) : (tid + P * j) / (4 * BNT); };
+    const int n_base = (tid / 4) % BNT;
     const __nv_bfloat16 *xb[kXRows];
 #pragma unroll
     for (int j = 0; j < kXRows; j++) {
-        const int64_t xr = x_row<GROUPED>(p, m0, m_end, (tid / 4 + 32 * j) % BNT);
+        const int64_t xr = x_row<GROUPED>(p, m0, m_end, (tid / 4 + P / 4 * j) % BNT);
         xb[j] = xr >= 0 && ACT == LIN_ACT_BF16 ? p.x + xr * p.K + 8 * (tid % 4) : nullptr;
     }
-    // W4A4: units u = tid + 128·i < 2·BNT: token u % BNT, 32-block u / BNT (16 payload bytes
+    // W4A4: units u = tid + P·i < 2·BNT: token u % BNT, 32-block u / BNT (16 payload bytes
     // and the block's two e4m3)
     constexpr int kU = ACT == LIN_ACT_NVFP4 ? S::kXUnits : 1;
     const uint8_t *xq[kU], *xs[kU];
 #pragma unroll
     for (int i = 0; i < kU; i++) {
-        const int u = tid + 128 * i;
+        const int u = tid + P * i;
         const int64_t xr = u >= 2 * BNT ? -1 : x_row<GROUPED>(p, m0, m_end, u % BNT);
         xq[i] = xr >= 0 && ACT == LIN_ACT_NVFP4 ? p.xq + xr * (p.K / 2) + 16 * (u / BNT) : nullptr;
         xs[i] = xr >= 0 && ACT == LIN_ACT_NVFP4 ? p.xq_scale + xr * (p.K / 16) + 2 * (u / BNT) : nullptr;
@@ -141,17 +155,17 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
     constexpr int kXRegs = ACT == LIN_ACT_BF16 ? S::kXChunks : S::kXUnits;
     uint4 xv[kXRegs];
     uint32_t xsv[kU];
-    // block scales: rows tid and tid + 128 of the tile
+    // block scales: rows tid + P·r of the tile
     constexpr int kSB = FMT == LIN_NVFP4 ? 16 : 32; // elements per scale byte
-    uint32_t sv[2];
+    constexpr int kSRows = WGMMA_BM / P;
+    uint32_t sv[kSRows];
     auto load_slab = [&](int kt) {
         const int64_t k0 = (int64_t)kt * WGMMA_BK;
         if (ACT == LIN_ACT_BF16) {
 #pragma unroll
             for (int j = 0; j < S::kXChunks; j++) {
-                const int b = j / (BNT / 32);
                 const __nv_bfloat16 *src = xb[j % kXRows];
-                xv[j] = src ? ldg_stream16(src + k0 + 32 * b) : make_uint4(0, 0, 0, 0);
+                xv[j] = src ? ldg_stream16(src + k0 + 32 * chunk_b(j)) : make_uint4(0, 0, 0, 0);
             }
         } else {
 #pragma unroll
@@ -161,8 +175,8 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
             }
         }
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int64_t n = n0 + tid + 128 * r;
+        for (int r = 0; r < kSRows; r++) {
+            const int64_t n = n0 + tid + P * r;
             const uint8_t *sp = p.w_scale + n * (p.K / kSB) + k0 / kSB;
             sv[r] = n >= p.N ? 0u
                     : FMT == LIN_NVFP4 ? __ldg(reinterpret_cast<const uint32_t *>(sp))
@@ -175,10 +189,10 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
         const int st = kt % WGMMA_STAGES;
         mbar_wait(bars + 8 * (WGMMA_STAGES + st), ((kt / WGMMA_STAGES) & 1) ^ 1); // empty[st]
         unsigned char *stage = smem + st * S::kStage;
-        // raw weight: 16-byte blocks q = tid + 128·j, row q / 2, block q % 2
+        // raw weight: 16-byte blocks q = tid + P·j, row q / 2, block q % 2
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const int q = tid + 128 * j, r = q / 2, b = q % 2;
+        for (int j = 0; j < 2 * WGMMA_BM / P; j++) {
+            const int q = tid + P * j, r = q / 2, b = q % 2;
             const bool in = n0 + r < p.N; // rows past N expand to zeros
             cp_async16(stage + S::kRawOff + r * 32 + 16 * (b ^ ((r / 4) & 1)),
                        in ? p.w + (n0 + r) * (p.K / 2) + kt * (WGMMA_BK / 2) + 16 * b : p.w, in ? 16 : 0);
@@ -191,27 +205,44 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
             mbar_arrive(bars + 8 * ((kt - 1) % WGMMA_STAGES)); // full
         }
 #pragma unroll
-        for (int r = 0; r < 2; r++)
-            *reinterpret_cast<uint32_t *>(stage + S::kScaleOff + 4 * (tid + 128 * r)) = sv[r];
+        for (int r = 0; r < kSRows; r++)
+            *reinterpret_cast<uint32_t *>(stage + S::kScaleOff + 4 * (tid + P * r)) = sv[r];
         // x in fragment order: chunk 4b + q (q = 2j + h), word t = (x[8t + q], x[8t + q + 4])
+#ifdef WGMMA_EXP_NOPERM // timing experiment, wrong results: x copied in natural order by cp.async
         if (ACT == LIN_ACT_BF16) {
-            // chunk j: token n = tid/4 + 32·(j % (BNT/32)), block b = j / (BNT/32), so n % 8 and
-            // with it the swizzle are the same for every j: 8 chunk addresses, immediates for the rest
-            uint32_t cb[8];
-#pragma unroll
-            for (int c = 0; c < 8; c++) cb[c] = smem_u32(stage) + b_chunk_off(tid / 4, c) + 4 * (tid % 4);
+            const int64_t k0 = (int64_t)kt * WGMMA_BK;
 #pragma unroll
             for (int j = 0; j < S::kXChunks; j++) {
-                const int b = j / (BNT / 32), nb = 32 * 128 * (j % (BNT / 32));
+                const int b = chunk_b(j), n = n_base + P / 4 * j % BNT;
+                const __nv_bfloat16 *src = xb[j % kXRows];
+                cp_async16(stage + b_chunk_off(n, 4 * b + tid % 4), src ? src + k0 + 32 * b : p.x, src ? 16 : 0);
+            }
+        } else
+#endif
+        if (ACT == LIN_ACT_BF16) {
+            // chunk j: token n_base + (P/4·j) % BNT: the swizzle is the same for every j, so 8
+            // chunk addresses and immediates for the rest
+            uint32_t cb[8];
+#pragma unroll
+            for (int c = 0; c < 8; c++) cb[c] = smem_u32(stage) + b_chunk_off(n_base, c) + 4 * (tid % 4);
+#pragma unroll
+            for (int j = 0; j < S::kXChunks; j++) {
+                const int nb = 128 * (P / 4 * j % BNT);
                 const uint32_t in[4] = {xv[j].x, xv[j].y, xv[j].z, xv[j].w}; // x[8t + 2m], x[8t + 2m + 1]
 #pragma unroll
-                for (int q = 0; q < 4; q++)
-                    sts32(cb[4 * b + q] + nb, __byte_perm(in[q / 2], in[2 + q / 2], q % 2 ? 0x7632 : 0x5410));
+                for (int q = 0; q < 4; q++) {
+                    const uint32_t w = __byte_perm(in[q / 2], in[2 + q / 2], q % 2 ? 0x7632 : 0x5410);
+                    if (P <= 4 * BNT) {
+                        sts32(cb[4 * chunk_b(j) + q] + nb, w);
+                    } else { // b differs between threads: the address from scratch
+                        sts32(smem_u32(stage) + b_chunk_off(n_base, 4 * chunk_b(j) + q) + 4 * (tid % 4), w);
+                    }
+                }
             }
         } else {
 #pragma unroll
             for (int i = 0; i < kU; i++) {
-                const int u = tid + 128 * i, n = u % BNT, b = u / BNT;
+                const int u = tid + P * i, n = u % BNT, b = u / BNT;
                 if (u >= 2 * BNT) continue;
                 const uint32_t words[4] = {xv[i].x, xv[i].y, xv[i].z, xv[i].w};
                 const uint32_t c0 = e4m3_scale_c(xsv[i], 0x4040), c1 = e4m3_scale_c(xsv[i], 0x4141);
@@ -229,6 +260,9 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
                         make_uint4(out[q][0], out[q][1], out[q][2], out[q][3]);
             }
         }
+#ifdef WGMMA_EXP_NOPERM
+        if (ACT == LIN_ACT_BF16) continue;
+#endif
         if (kt + 1 < nk) load_slab(kt + 1);
     }
     cp_async_wait<0>();
@@ -286,6 +320,11 @@ __device__ __forceinline__ void wgmma_consumer(const LinearParams &p, int64_t n0
                     const uint32_t w =
                         *reinterpret_cast<const uint32_t *>(stage + S::kRawOff + r * 32 + 16 * (b ^ swz) + 4 * t);
                     uint32_t pr[4]; // pairs (q, q + 4) of word t: k 32b + 8t + q (+4)
+#ifdef WGMMA_EXP_NOEXPAND // timing experiment, wrong results: the raw word as the fragment
+                    if (true) {
+                        pr[0] = w, pr[1] = w ^ sc[s][rr], pr[2] = w + 1, pr[3] = w + 2;
+                    } else
+#endif
                     if (FMT == LIN_NVFP4) {
                         // e4m3 of the 16-block 2b + t/2 of the slab
                         e2m1x8_pairs_dev(w, e4m3_scale_c_pos(sc[s][rr], 0x4040u + 0x0101u * (2 * b + t / 2)), pr);
@@ -364,19 +403,19 @@ __global__ void __launch_bounds__(WGMMA_THREADS, 1)
     const int nk = (int)(p.K / WGMMA_BK);
     if (threadIdx.x == 0) {
         for (int s = 0; s < WGMMA_STAGES; s++) {
-            mbar_init(bars + 8 * s, 128);                // full: every producer thread
+            mbar_init(bars + 8 * s, WGMMA_PRODUCERS);    // full: every producer thread
             mbar_init(bars + 8 * (WGMMA_STAGES + s), 8); // empty: every consumer warp
         }
     }
     __syncthreads();
 
     // one if/else, so that setmaxnreg applies (kLaunchRegs above)
-    if (wg == 0) {
+    if (wg < WGMMA_PRODUCER_WGS) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
         wgmma_producer<FMT, ACT, BNT, GROUPED>(p, n0, m0, m_end, wg_smem, bars, nk);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
-        wgmma_consumer<FMT, ACT, BNT, GROUPED>(p, n0, m0, m_end, factor, wg_smem, bars, nk, wg - 1);
+        wgmma_consumer<FMT, ACT, BNT, GROUPED>(p, n0, m0, m_end, factor, wg_smem, bars, nk, wg - WGMMA_PRODUCER_WGS);
     }
 #else
     (void)p0;
