@@ -140,16 +140,16 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
         const int64_t xr = x_row<GROUPED>(p, m0, m_end, (tid / 4 + P / 4 * j) % BNT);
         xb[j] = xr >= 0 && ACT == LIN_ACT_BF16 ? p.x + xr * p.K + 8 * (tid % 4) : nullptr;
     }
-    // W4A4: units u = tid + P·i < 2·BNT: token u % BNT, 32-block u / BNT (16 payload bytes
-    // and the block's two e4m3)
+    // W4A4: units u = tid + P·i < 2·BNT: token u / 2, 32-block u % 2 (16 payload bytes and the
+    // block's two e4m3; two lanes read a token's 32 contiguous bytes)
     constexpr int kU = ACT == LIN_ACT_NVFP4 ? S::kXUnits : 1;
     const uint8_t *xq[kU], *xs[kU];
 #pragma unroll
     for (int i = 0; i < kU; i++) {
         const int u = tid + P * i;
-        const int64_t xr = u >= 2 * BNT ? -1 : x_row<GROUPED>(p, m0, m_end, u % BNT);
-        xq[i] = xr >= 0 && ACT == LIN_ACT_NVFP4 ? p.xq + xr * (p.K / 2) + 16 * (u / BNT) : nullptr;
-        xs[i] = xr >= 0 && ACT == LIN_ACT_NVFP4 ? p.xq_scale + xr * (p.K / 16) + 2 * (u / BNT) : nullptr;
+        const int64_t xr = u >= 2 * BNT ? -1 : x_row<GROUPED>(p, m0, m_end, u / 2);
+        xq[i] = xr >= 0 && ACT == LIN_ACT_NVFP4 ? p.xq + xr * (p.K / 2) + 16 * (u % 2) : nullptr;
+        xs[i] = xr >= 0 && ACT == LIN_ACT_NVFP4 ? p.xq_scale + xr * (p.K / 16) + 2 * (u % 2) : nullptr;
     }
     // the slab's x in registers, loaded one slab ahead
     constexpr int kXRegs = ACT == LIN_ACT_BF16 ? S::kXChunks : S::kXUnits;
@@ -242,7 +242,7 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
         } else {
 #pragma unroll
             for (int i = 0; i < kU; i++) {
-                const int u = tid + P * i, n = u % BNT, b = u / BNT;
+                const int u = tid + P * i, n = u / 2, b = u % 2;
                 if (u >= 2 * BNT) continue;
                 const uint32_t words[4] = {xv[i].x, xv[i].y, xv[i].z, xv[i].w};
                 const uint32_t c0 = e4m3_scale_c(xsv[i], 0x4040), c1 = e4m3_scale_c(xsv[i], 0x4141);
