@@ -453,9 +453,12 @@ TEST(gpu_moe_layer_flash_shapes_match_cpu) {
 /* dsv4_cuda_moe_grouped_linear on its own against dsv4_cpu_linear per expert, for L1 (N = 2I,
  * rows gathered through row_token) and L2 (x rows = layout rows), both paths, BF16 and NVFP4
  * (per-token) activations: every row in use within 1e-5 relative (fp32 output), every other
- * row of y left untouched (poison intact), two runs bitwise equal; decode L1 also with the
- * fused SwiGLU epilogue, bit-exact with the SwiGLU kernel on the same h. Shapes off every tile:
+ * row of y left untouched (poison intact), two runs bitwise equal; L1 also with the fused
+ * SwiGLU epilogue (decode, and prefill on the Hopper kernel), bit-exact with the SwiGLU kernel
+ * on the same h. Shapes off every tile:
  * N = 384 / 320, K = 320 / 192, T = 45. `tile`: the layout tile of the prefill path. */
+static int g_force_mma; /* what grouped_case's caller set with dsv4_cuda_linear_prefill_force_mma */
+
 static int grouped_case(int path_prefill, int tile_req, int a4, int l2, char *msg, size_t len) {
     enum { T = 45, K_ = 3, E = 8, D = 320, I = 192 };
     const int tile = path_prefill ? tile_req : 1;
@@ -577,7 +580,9 @@ static int grouped_case(int path_prefill, int tile_req, int a4, int l2, char *ms
             }
         }
     }
-    if (!path_prefill && !l2) { /* the fused SwiGLU epilogue = the SwiGLU kernel on this h, bit for bit */
+    /* the fused SwiGLU epilogue = the SwiGLU kernel on this h, bit for bit (prefill: where the
+     * Hopper kernel runs, the only prefill kernel with that epilogue) */
+    if (!l2 && (!path_prefill || (!g_force_mma && dsv4_cuda_moe_fused_swiglu_prefill(a4, K, tile)))) {
         const size_t na = (size_t)R * I;
         d_a = gpu_upload(NULL, 2 * na), d_a2 = gpu_upload(NULL, 2 * na);
         uint16_t *a1 = malloc(2 * na), *a2 = malloc(2 * na);
@@ -623,9 +628,9 @@ TEST(gpu_moe_grouped_linear_matches_cpu) {
         for (int a4 = 0; a4 < 2; a4++)
             for (int l2 = 0; l2 < 2; l2++) {
                 msg[0] = 0;
-                dsv4_cuda_linear_prefill_force_mma(runs[i].force_mma);
+                dsv4_cuda_linear_prefill_force_mma(g_force_mma = runs[i].force_mma);
                 int ok = grouped_case(runs[i].prefill, runs[i].tile, a4, l2, msg, sizeof msg);
-                dsv4_cuda_linear_prefill_force_mma(0);
+                dsv4_cuda_linear_prefill_force_mma(g_force_mma = 0);
                 CHECK_MSG(ok, "%s tile %d%s %s %s: %s", runs[i].prefill ? "PREFILL" : "DECODE", runs[i].tile,
                           runs[i].force_mma ? " (mma.sync forced)" : "", a4 ? "NVFP4 x" : "BF16 x",
                           l2 ? "L2" : "L1 (gather)", msg);

@@ -52,13 +52,15 @@
 // Grouped mode (MoE) is the layout of cpu/moe_route.h with tile = BNT: token tile i belongs
 // to expert tile_expert[i] (-1: the CTA exits), uses that expert's weight and factor
 // out_scale · group_scale[e]; rows past offsets[e] + counts[e] are padding (zero-filled, not
-// stored); x row = row_token[r] (gather) or r.
+// stored); x row = row_token[r] (gather) or r. With p.swiglu_out (the routed L1 stack, gate and
+// up rows interleaved in blocks of 8) the epilogue writes SwiGLU(h) in BF16 instead of h.
 #include <stdlib.h>
 
 #include "cuda/cp_async.cuh"
 #include "cuda/linear_expand.cuh"
 #include "cuda/linear_grouped.cuh"
 #include "cuda/linear_internal.cuh"
+#include "cuda/moe_math.cuh" // swiglu_as_cpu (the fused SwiGLU epilogue of the routed L1)
 #include "cuda/wgmma.cuh"
 
 #define WGMMA_BM 256        // weight rows per CTA: 2 consumer warpgroups × 2 × m64
@@ -359,6 +361,29 @@ __device__ __forceinline__ void wgmma_consumer(const LinearParams &p, int64_t n0
 
     // epilogue: acc[s][4j + e] is feature 128·c + 64·s + 16·(warp%4) + g (+8 for e >= 2),
     // token column 8j + 2t (+1 for odd e)
+    if (GROUPED && p.swiglu_out) {
+        // the routed L1 stack (gate / up rows interleaved in blocks of 8): this thread's rows g
+        // and g + 8 of each 16 are a gate and its up, so SwiGLU of the values the plain store
+        // would write (the same products) goes out as BF16 h[row][intermediate]
+#pragma unroll
+        for (int s = 0; s < 2; s++) {
+            const int64_t f = n0 + 128 * c + 64 * s + 16 * (warp % 4) + g; // the gate's row
+            const int64_t i = (f - g) / 2 + g;                                // its intermediate index
+#pragma unroll
+            for (int j = 0; j < BNT / 8; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int64_t m = m0 + 8 * j + 2 * t + e;
+                    if (m >= m_end || f >= p.N) continue;
+                    float fm = factor;
+                    if (ACT == LIN_ACT_NVFP4 && p.token_scales)
+                        fm *= p.token_scales[p.grp.row_token ? p.grp.row_token[m] : m];
+                    p.swiglu_out[m * (p.N / 2) + i] = __float2bfloat16_rn(
+                        swiglu_as_cpu(acc[s][4 * j + e] * fm, acc[s][4 * j + e + 2] * fm, p.swiglu_limit));
+                }
+        }
+        return;
+    }
 #pragma unroll
     for (int s = 0; s < 2; s++) {
         const int64_t f = n0 + 128 * c + 64 * s + 16 * (warp % 4) + g;

@@ -58,6 +58,15 @@ extern "C" int dsv4_cuda_moe_prefill_tile_for(int T, int k, int E, int64_t D, in
     return avg <= 24 ? 32 : avg <= 48 ? 64 : 128;
 }
 
+// A grouped prefill runs on the Hopper kernel (whose epilogue can also apply the SwiGLU)
+static bool prefill_on_wgmma(int act, int64_t K, int tile) {
+    return linear_prefill_wgmma_takes(LIN_NVFP4, act, K) && (tile == 32 || tile == 64 || tile == 128);
+}
+
+extern "C" int dsv4_cuda_moe_fused_swiglu_prefill(int w4a4, int64_t cols, int tile) {
+    return prefill_on_wgmma(w4a4 ? LIN_ACT_NVFP4 : LIN_ACT_BF16, cols, tile);
+}
+
 static bool aligned(const void *p, size_t a) { return ((uintptr_t)p % a) == 0; }
 
 extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const dsv4_cuda_moe_gemm_args *a) {
@@ -99,6 +108,16 @@ extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const d
     dsv4_cuda_linear_path path = a->path;
     if (path == DSV4_LINEAR_AUTO)
         path = decode_ok && a->bound <= DSV4_CUDA_LINEAR_DECODE_MAX_M ? DSV4_LINEAR_DECODE : DSV4_LINEAR_PREFILL;
+    if (a->swiglu_out) {
+        if (w->rows % (2 * DSV4_CUDA_MOE_L1_BLOCK) || !aligned(a->swiglu_out, 2))
+            return dsv4_fail(DSV4_ERR_SHAPE, "moe_grouped_linear: fused SwiGLU needs interleaved gate/up rows (N = %lld) "
+                             "and a 2-byte aligned output", (long long)w->rows);
+        if (path == DSV4_LINEAR_PREFILL && !prefill_on_wgmma(act, w->cols, a->tile))
+            return dsv4_fail(DSV4_ERR_UNSUPPORTED, "moe_grouped_linear: the fused SwiGLU needs the decode path or the "
+                             "Hopper prefill kernel");
+        p.swiglu_out = static_cast<__nv_bfloat16 *>(a->swiglu_out);
+        p.swiglu_limit = a->swiglu_limit;
+    }
     if (path == DSV4_LINEAR_DECODE) {
         if (!decode_ok || !a->active || !a->n_active || a->max_active < 1)
             return dsv4_fail(DSV4_ERR_UNSUPPORTED, "moe_grouped_linear: the decode path needs K %% 32 == 0 (K = %lld) and "
@@ -115,13 +134,6 @@ extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const d
         const int64_t step = linear_decode_k_step(LIN_NVFP4, linear_decode_mt(p.M));
         p.k_per_split = (p.K + step - 1) / step * step; // one split: grouped mode has no split-K
         p.grouped = 1;
-        if (a->swiglu_out) {
-            if (w->rows % (2 * DSV4_CUDA_MOE_L1_BLOCK) || !aligned(a->swiglu_out, 2))
-                return dsv4_fail(DSV4_ERR_SHAPE, "moe_grouped_linear: fused SwiGLU needs interleaved gate/up rows (N = %lld) "
-                                 "and a 2-byte aligned output", (long long)w->rows);
-            p.swiglu_out = static_cast<__nv_bfloat16 *>(a->swiglu_out);
-            p.swiglu_limit = a->swiglu_limit;
-        }
         for (int i = 0; i < 4; i++) {
             if (a->l2_warm[i] && (!aligned(a->l2_warm[i], 16) || a->l2_warm_bytes[i] < 0))
                 return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "moe_grouped_linear: L2 warm range %d must be 16-byte aligned", i);
@@ -134,11 +146,9 @@ extern "C" dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const d
         p.grp.bound = a->bound;
         return linear_decode_launch(LIN_NVFP4, act, p, 1, stream);
     }
-    if (a->swiglu_out)
-        return dsv4_fail(DSV4_ERR_UNSUPPORTED, "moe_grouped_linear: the fused SwiGLU is a decode-path option");
     p.M = a->rows;
     p.out_scale = act_scale;
-    if (linear_prefill_wgmma_takes(LIN_NVFP4, act, p.K) && (a->tile == 32 || a->tile == 64 || a->tile == 128))
+    if (prefill_on_wgmma(act, p.K, a->tile))
         return linear_prefill_wgmma_grouped_launch(LIN_NVFP4, act, a->tile, p, a->layout->tile_expert,
                                                    a->rows / a->tile, stream);
     if (a->tile != linear_prefill_group_tile())
@@ -369,8 +379,9 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     g.layout = &ws->layout, g.tile = tile, g.rows = rows, g.active = ws->active, g.n_active = ws->n_active;
     g.max_active = (T * k < E ? T * k : E) + fold, g.bound = bound, g.y = ws->h, g.out = DSV4_CUDA_OUT_F32;
     g.path = decode ? DSV4_LINEAR_DECODE : DSV4_LINEAR_PREFILL;
-    // W4A16 decode: L1's epilogue applies SwiGLU itself (one launch less on the critical path)
-    const bool fused = decode && !a4;
+    // W4A16: L1's epilogue applies SwiGLU itself (decode: one launch less on the critical path;
+    // prefill: h never goes through HBM in fp32)
+    const bool fused = !a4 && (decode || dsv4_cuda_moe_fused_swiglu_prefill(0, w->D, tile));
     g.swiglu_out = fused ? ws->a : NULL, g.swiglu_limit = a->limit;
     if (fold) { // the shared expert's weights are known before the routing: L1 warms them into L2
         const dsv4_cuda_moe_stack *st[2] = {&w->s1, &w->s2}; // views of group E

@@ -138,7 +138,8 @@ typedef struct dsv4_cuda_moe_gemm_args {
     void *y;                        /* [rows, N] */
     dsv4_cuda_out out;
     dsv4_cuda_linear_path path;
-    void *swiglu_out;               /* DECODE with the routed L1 stack (interleaved rows), else NULL:
+    void *swiglu_out;               /* the routed L1 stack (interleaved rows) on DECODE, or on PREFILL
+                                       where dsv4_cuda_moe_fused_swiglu_prefill says so; else NULL:
                                        write BF16 SwiGLU(h) [rows, N / 2] (moe.c's expression with
                                        swiglu_limit) instead of y: the SwiGLU kernel's output, fused */
     float swiglu_limit;
@@ -153,6 +154,9 @@ int dsv4_cuda_moe_prefill_tile(void);
  * average rows per expert where the wgmma kernel runs both GEMMs, else 128. Never more than
  * dsv4_cuda_moe_prefill_tile(), so a workspace sized for that holds every layout. */
 int dsv4_cuda_moe_prefill_tile_for(int T, int k, int E, int64_t D, int64_t I, int w4a4);
+/* 1 when a PREFILL grouped linear over K = cols with layout tile `tile` runs on the Hopper
+ * kernel, whose epilogue can apply the SwiGLU (swiglu_out); the mma.sync kernel cannot. */
+int dsv4_cuda_moe_fused_swiglu_prefill(int w4a4, int64_t cols, int tile);
 dsv4_status dsv4_cuda_moe_grouped_linear(cudaStream_t stream, const dsv4_cuda_moe_gemm_args *a);
 
 /* Buffers of the layer forward for up to max_T tokens, allocated once (cudaMalloc here, never
