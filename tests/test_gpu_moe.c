@@ -757,7 +757,10 @@ TEST(gpu_moe_swiglu_matches_cpu) {
         {5, 4112, 0, 0, 1, 0, 0, 8},
         /* static scales over a prefill's rows (more than SWIGLU_PER_ELEM_MAX elements): a block
          * per row, staged or (longer rows) evaluated twice */
-        {600, 2048, 0, 0, 2, 1, 0, 8}, {600, 2048, 1, 0, 3, 0, 550, 8}, {300, 4112, 0, 1, 2, 0, 0, 0}};
+        {600, 2048, 0, 0, 2, 1, 0, 8}, {600, 2048, 1, 0, 3, 0, 550, 8}, {300, 4112, 0, 1, 2, 0, 0, 0},
+        /* static per-expert scales on rows longer than the staging: a decode step's rows (element
+         * per thread) and a prefill's (a block per row, evaluated twice) */
+        {8, 4112, 0, 0, 3, 0, 7, 8},   {300, 4112, 1, 0, 3, 0, 277, 8}};
     char msg[512];
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         CHECK_MSG(swiglu_case(cases[c].rows, cases[c].inter, cases[c].bf16_in, cases[c].bf16_out, cases[c].kind,
