@@ -497,8 +497,10 @@ static int route_permute_case(const dsv4_cpu_router_cfg *cfg, int T, int tile, c
     int32_t want_act[DSV4_CUDA_MOE_MAX_EXPERTS + 1];
     float *w_k = malloc(sizeof(float) * nk);
     float *w = malloc(sizeof(float) * nk);
-    void *d_l = gpu_upload(logits, sizeof(float) * (size_t)T * E), *d_b = bias ? gpu_upload(bias, sizeof(float) * E) : NULL;
-    void *d_t = tab ? gpu_upload(tab, sizeof(int32_t) * (size_t)vocab * k) : NULL;
+    /* the inputs have the router's sizes (E, k above are the layout's) */
+    const int E_r = cfg->n_experts, k_r = cfg->topk;
+    void *d_l = gpu_upload(logits, sizeof(float) * (size_t)T * E_r), *d_b = bias ? gpu_upload(bias, sizeof(float) * E_r) : NULL;
+    void *d_t = tab ? gpu_upload(tab, sizeof(int32_t) * (size_t)vocab * k_r) : NULL;
     void *d_tok = tok ? gpu_upload(tok, sizeof(int32_t) * T) : NULL;
     unsigned int zero = 0;
     void *d_done = gpu_upload(&zero, sizeof zero);

@@ -415,6 +415,8 @@ TEST(gpu_moe_layer_small_shapes_match_cpu) {
         {"MXFP4 experts prefill", 130, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 1, 1.0f, 0},
         {"gate/up re-rounded", 5, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 0, 0.7f, 0},
         /* a shared expert of another size keeps stacks of its own and the parallel chain */
+        {"two tokens (shared expert folded)", 2, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 0, 1.0f, 0},
+        {"hash, two tokens (shared expert folded)", 2, 16, 4, 256, 128, 16, R_HASH, 0, AUTO, 0, 1.0f, 0},
         {"shared expert I 64, one token", 1, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 0, 1.0f, 64},
         {"shared expert I 64, 37 tokens prefill", 37, 16, 4, 256, 128, 16, R_RANDOM, 0, PRE, 0, 1.0f, 64},
     };
@@ -426,6 +428,7 @@ TEST(gpu_moe_layer_w4a4_matches_cpu) {
     static const moe_case cases[] = {
         {"W4A4 dynamic, one token", 1, 16, 4, 256, 128, 16, R_RANDOM, 1, AUTO, 0, 1.0f, 0},
         {"W4A4 static, one token", 1, 16, 4, 256, 128, 16, R_RANDOM, 2, AUTO, 0, 1.0f, 0},
+        {"W4A4 static, two tokens (shared expert folded)", 2, 16, 4, 256, 128, 16, R_RANDOM, 2, AUTO, 0, 1.0f, 0},
         {"W4A4 static, decode", 21, 16, 4, 256, 128, 16, R_RANDOM, 2, AUTO, 0, 0.5f, 0},
         {"W4A4 static, prefill", 21, 16, 4, 256, 128, 16, R_RANDOM, 2, PRE, 0, 0.5f, 0},
         {"W4A4 dynamic, 300 tokens", 300, 32, 6, 256, 192, 32, R_RANDOM, 1, AUTO, 0, 1.0f, 0},
@@ -459,10 +462,10 @@ TEST(gpu_moe_layer_flash_shapes_match_cpu) {
  * N = 384 / 320, K = 320 / 192, T = 45. `tile`: the layout tile of the prefill path. */
 static int g_force_mma; /* what grouped_case's caller set with dsv4_cuda_linear_prefill_force_mma */
 
-static int grouped_case(int path_prefill, int tile_req, int a4, int l2, char *msg, size_t len) {
-    enum { T = 45, K_ = 3, E = 8, D = 320, I = 192 };
+static int grouped_case(int path_prefill, int tile_req, int a4, int l2, int T, char *msg, size_t len) {
+    enum { K_ = 3, E = 8, D = 320, I = 192 };
     const int tile = path_prefill ? tile_req : 1;
-    uint64_t rng = 77 + (uint64_t)(path_prefill * 4 + a4 * 2 + l2 + tile);
+    uint64_t rng = 77 + (uint64_t)(path_prefill * 4 + a4 * 2 + l2 + tile + 100 * T);
     host_moe m;
     int ok = 0;
     const int64_t R = dsv4_moe_max_rows(T, K_, E, tile);
@@ -589,7 +592,8 @@ static int grouped_case(int path_prefill, int tile_req, int a4, int l2, char *ms
         dsv4_cuda_swiglu_args sw = {d_y, DSV4_CUDA_F32, R, I, 7.0f, NULL, d_a2, DSV4_CUDA_BF16, NULL, NULL, 0,
                                     DSV4_CUDA_MOE_L1_BLOCK};
         g.swiglu_out = d_a, g.swiglu_limit = 7.0f;
-        int fine = d_a && d_a2 && a1 && a2 && dsv4_cuda_moe_grouped_linear(gpu_test_stream(), &g) == DSV4_OK &&
+        int fine = d_a && d_a2 && a1 && a2 && cudaMemset(d_a, 0xff, 2 * na) == cudaSuccess &&
+                   dsv4_cuda_moe_grouped_linear(gpu_test_stream(), &g) == DSV4_OK &&
                    dsv4_cuda_moe_swiglu(gpu_test_stream(), &sw) == DSV4_OK &&
                    cudaStreamSynchronize(gpu_test_stream()) == cudaSuccess &&
                    cudaMemcpy(a1, d_a, 2 * na, cudaMemcpyDeviceToHost) == cudaSuccess &&
@@ -604,6 +608,16 @@ static int grouped_case(int path_prefill, int tile_req, int a4, int l2, char *ms
                         fine = 0;
                         break;
                     }
+        for (int64_t r = 0; fine && r < R; r++) { /* rows not in use keep the poison */
+            int used = 0;
+            for (int e = 0; e < E; e++) used |= r >= offsets[e] && r < offsets[e] + counts[e];
+            for (int i = 0; !used && i < I; i++)
+                if (a1[(size_t)r * I + i] != 0xffffu) {
+                    snprintf(msg, len, "fused SwiGLU wrote row %lld (not in use) at column %d", (long long)r, i);
+                    fine = 0;
+                    break;
+                }
+        }
         free(a1), free(a2);
         if (!fine) goto done;
     }
@@ -621,19 +635,21 @@ TEST(gpu_moe_grouped_linear_matches_cpu) {
     if (!gpu_available()) SKIP("no GPU");
     char msg[512];
     /* prefill: the default kernel (wgmma on Hopper) at layout tiles 128, 64 and 32; then
-     * everything forced onto mma.sync (tile 128); then decode */
-    static const struct { int prefill, tile, force_mma; } runs[] = {
-        {1, 128, 0}, {1, 64, 0}, {1, 32, 0}, {1, 128, 1}, {0, 1, 0}};
+     * everything forced onto mma.sync (tile 128); then decode
+     * (45 tokens: the decode kernel's 64-token bucket; 2 and 7 tokens: its 8-token bucket, two
+     * row tiles per CTA item, as a one- or two-token step runs) */
+    static const struct { int prefill, tile, force_mma, T; } runs[] = {
+        {1, 128, 0, 45}, {1, 64, 0, 45}, {1, 32, 0, 45}, {1, 128, 1, 45}, {0, 1, 0, 45}, {0, 1, 0, 2}, {0, 1, 0, 7}};
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++)
         for (int a4 = 0; a4 < 2; a4++)
             for (int l2 = 0; l2 < 2; l2++) {
                 msg[0] = 0;
                 dsv4_cuda_linear_prefill_force_mma(g_force_mma = runs[i].force_mma);
-                int ok = grouped_case(runs[i].prefill, runs[i].tile, a4, l2, msg, sizeof msg);
+                int ok = grouped_case(runs[i].prefill, runs[i].tile, a4, l2, runs[i].T, msg, sizeof msg);
                 dsv4_cuda_linear_prefill_force_mma(g_force_mma = 0);
-                CHECK_MSG(ok, "%s tile %d%s %s %s: %s", runs[i].prefill ? "PREFILL" : "DECODE", runs[i].tile,
+                CHECK_MSG(ok, "%s tile %d%s %s %s, %d tokens: %s", runs[i].prefill ? "PREFILL" : "DECODE", runs[i].tile,
                           runs[i].force_mma ? " (mma.sync forced)" : "", a4 ? "NVFP4 x" : "BF16 x",
-                          l2 ? "L2" : "L1 (gather)", msg);
+                          l2 ? "L2" : "L1 (gather)", runs[i].T, msg);
             }
 }
 

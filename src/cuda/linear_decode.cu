@@ -586,7 +586,7 @@ __global__ void __launch_bounds__(DECODE_THREADS, DECODE_MIN_CTAS) linear_decode
                 if (p.token_scales) f *= p.token_scales[row_token ? row_token[yr] : yr];
                 gate = gate * unit * f, up = up * unit * f;
                 const int64_t j = (row_base + 16 * r) / 2 + ln / 4; // the intermediate index
-                p.swiglu_out[yr * (p.N / 2) + j] = __float2bfloat16_rn(swiglu_as_cpu(gate, up, p.swiglu_limit));
+                swiglu_store_bf16(p.swiglu_out, yr * (p.N / 2) + j, swiglu_as_cpu(gate, up, p.swiglu_limit));
             }
             __syncthreads(); // red is reused by the next item
             continue;

@@ -378,8 +378,8 @@ __device__ __forceinline__ void wgmma_consumer(const LinearParams &p, int64_t n0
                     float fm = factor;
                     if (ACT == LIN_ACT_NVFP4 && p.token_scales)
                         fm *= p.token_scales[p.grp.row_token ? p.grp.row_token[m] : m];
-                    p.swiglu_out[m * (p.N / 2) + i] = __float2bfloat16_rn(
-                        swiglu_as_cpu(acc[s][4 * j + e] * fm, acc[s][4 * j + e + 2] * fm, p.swiglu_limit));
+                    swiglu_store_bf16(p.swiglu_out, m * (p.N / 2) + i,
+                                      swiglu_as_cpu(acc[s][4 * j + e] * fm, acc[s][4 * j + e + 2] * fm, p.swiglu_limit));
                 }
         }
         return;

@@ -10,7 +10,7 @@
 // 16-element blocks from shared memory (nvfp4_quant_group16_fast: division-free,
 // bit-identical). Longer rows (none in DeepSeek-V4) evaluate the row twice instead (once for
 // the amax, once to quantize, each thread owning whole blocks).
-// Combine: one block per (token, 256 columns); thread 0 orders the token's <= 8 slots by
+// Combine: one block per (token, 256 columns); thread 0 orders the token's <= 9 slots by
 // expert id, then each thread loads its column of every slot at once and adds them in order.
 #include <limits.h>
 

@@ -345,6 +345,9 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     const int ks = k + fold, Es = E + fold; // slots per token, groups
     ws->idx_k = ks;
     const int64_t rows = dsv4_moe_max_rows(T, ks, Es, tile);
+    if (rows > ws->max_rows) // e.g. a decode path forced for a batch the workspace's prefill layout does not cover
+        return dsv4_fail(DSV4_ERR_SHAPE, "moe_forward: %d tokens need %lld layout rows, the workspace holds %lld",
+                         T, (long long)rows, (long long)ws->max_rows);
 
     // the shared expert only needs x: fork it first so it overlaps the whole routed chain
     const bool shared = w->has_shared && !a->skip_shared && !fold;

@@ -76,9 +76,10 @@ typedef struct dsv4_cuda_moe_weights {
     int has_shared;
     int shared_grouped; /* the shared expert is group E of l1 / l2 (its rows interleaved like the
                            routed ones; s1 / s2 view that group): it has the routed shape and
-                           E < DSV4_CUDA_MOE_MAX_EXPERTS. W4A16 decode steps of up to
+                           E < DSV4_CUDA_MOE_MAX_EXPERTS. Decode steps of up to
                            DSV4_CUDA_MOE_FOLD_SHARED_MAX_T tokens then run it as one more expert of
-                           the grouped GEMMs (dsv4_cuda_moe_forward) */
+                           the grouped GEMMs (dsv4_cuda_moe_forward; W4A4 when its inputs quantize
+                           the way the routed experts' do) */
     dsv4_cuda_moe_stack l1, l2, s1, s2;
     float l1_x_scale, s1_x_scale;    /* host copies; 0 = dynamic per token */
     int l2_static, s2_static;        /* 1: static input_scale per expert (else dynamic per row) */

@@ -14,6 +14,7 @@
 // intrinsics so that nvcc cannot contract a·b+c into an FMA the CPU does not do.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include "cuda/nvfp4.cuh" /* f_add, f_mul, f_div: IEEE operations the compiler cannot contract */
@@ -25,6 +26,12 @@ __device__ __forceinline__ float moe_log1pf(float x) { return (float)log1p((doub
 __device__ __forceinline__ float moe_expf(float x) { return expf(x); }
 __device__ __forceinline__ float moe_log1pf(float x) { return log1pf(x); }
 #endif
+
+// The SwiGLU kernel's BF16 store (bf16_encode: NaN as 0x7fc0 with its sign, not the CUDA
+// intrinsic's payload), for the fused SwiGLU epilogues of the grouped linears.
+__device__ __forceinline__ void swiglu_store_bf16(__nv_bfloat16 *out, int64_t i, float v) {
+    reinterpret_cast<uint16_t *>(out)[i] = (uint16_t)bf16_encode(v);
+}
 
 // moe.c's SwiGLU: g = fminf(g, limit) (no lower clamp), u = fminf(fmaxf(u, -limit), limit),
 // g / (1.0f + expf(-g)) * u, left to right. fminf/fmaxf have the same NaN rule on both sides

@@ -347,7 +347,9 @@ __global__ void __launch_bounds__(ROUTE_PLACE_THREADS)
     route_token<ROUTE_PLACE_THREADS>(blockIdx.x, E, k, score, normalize, scaling, logits, bias, tid2eid, token_ids,
                                      vocab, idx, weights, ks, shared_e);
     __shared__ bool last;
-    if (threadIdx.x == 0) { // thread 0 wrote this token's idx and weights
+    __syncthreads(); // whichever threads wrote this token's idx and weights (today thread 0) are
+                     // done before thread 0's fence publishes them
+    if (threadIdx.x == 0) {
         if (gridDim.x == 1) {
             last = true; // one token: the barrier below publishes them to this block; no round trips
         } else {

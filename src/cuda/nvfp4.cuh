@@ -648,7 +648,7 @@ __device__ __forceinline__ float block_reduce(float v, float *sh, int is_max) {
 typedef struct nvfp4_dst {
     uint8_t *q;     // [rows, K/2]
     uint8_t *sf;    // linear or swizzled scales
-    float *scale;   // STATIC: read [0]; DYNAMIC_TOKEN: written [row]
+    float *scale;   // STATIC: read [0] (the MoE SwiGLU: [expert]); DYNAMIC_TOKEN: written [row]
     int mode;       // dsv4_act_scale_mode
     int swizzled;   // dsv4_sf_layout == SWIZZLED
 } nvfp4_dst;
