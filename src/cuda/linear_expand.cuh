@@ -1,6 +1,7 @@
 // Exact expansion of block-scaled weights (and NVFP4 activations) to BF16 pairs, shared by
 // the decode kernel (linear_decode.cu), the BF16 expansion of the dequant + cuBLAS path
-// (linear_dequant.cu) and the wgmma prefill kernel (linear_prefill_wgmma.cu). The math is explained at the top of linear_decode.cu: every value
+// (linear_dequant.cu) and the wgmma prefill kernel (linear_prefill_wgmma.cu). The math is
+// explained at the top of linear_decode.cu: every value
 // comes out as (element · block scale) · 2^-9 exactly (MXFP4: exactly element · block scale);
 // the caller restores the power of two after the sum.
 #pragma once
@@ -131,20 +132,6 @@ __device__ __forceinline__ void fp4_chunk32_bf16(uint4 q, uint32_t s, uint32_t n
         if (FMT == LIN_MXFP4)
 #pragma unroll
             for (int i = 0; i < 4; i++) pr[i] = bf16x2_mul(pr[i], post);
-        pairs_to_natural(pr, nat + 4 * w);
-    }
-}
-
-// 32 NVFP4 activation elements (16 bytes, nibble i of word w = element 8w + i: the natural
-// order of the quantizer's output) -> 16 natural-order BF16 pairs, each element · block scale
-// · 2^-9 (exact). s2: the two e4m3 block scales (any sign).
-__device__ __forceinline__ void nvfp4_act_chunk32_bf16(uint4 q, uint32_t s2, uint32_t nat[16]) {
-    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-    const uint32_t c0 = e4m3_scale_c(s2, 0x4040), c1 = e4m3_scale_c(s2, 0x4141);
-#pragma unroll
-    for (int w = 0; w < 4; w++) {
-        uint32_t pr[4]; // (0, 4), (1, 5), (2, 6), (3, 7)
-        e2m1x8_pairs(words[w], w < 2 ? c0 : c1, pr);
         pairs_to_natural(pr, nat + 4 * w);
     }
 }

@@ -26,16 +26,16 @@
 // x with one byte permute each (W4A16), or they are exactly the pairs e2m1x8_pairs gives for
 // an NVFP4 x word (W4A4).
 //
-// Warp specialisation. Warpgroup 0 produces: per slab of WGMMA_BK k it copies the raw weight
-// rows into a ring stage (cp.async), stores their block scales, and stores the x slab in the
-// order above into the stage's B buffer (x and scales loaded into registers one slab ahead;
-// W4A16: 16-byte chunks, a warp reading 8 tokens × 64 contiguous bytes per instruction). Warpgroups 1 and 2
-// consume: each owns 128 features of the tile as two m64 wgmma per k16 step (acc[2][BNT / 2]
+// Warp specialisation. The first WGMMA_PRODUCER_WGS warpgroups produce: per slab of WGMMA_BK k
+// they copy the raw weight rows into a ring stage (cp.async), store their block scales, and
+// store the x slab in the order above into the stage's B buffer (x and scales loaded into
+// registers one slab ahead; W4A16: 16-byte chunks, a warp reading 8 tokens × 64 contiguous
+// bytes per instruction). The last two warpgroups consume: each owns 128 features of the tile as two m64 wgmma per k16 step (acc[2][BNT / 2]
 // fp32 per thread); per 32-wide block and m64 block they read two weight words and their
 // scales, expand them into the fragments of two k16 steps and issue those 2 wgmma as one
 // commit group (the two m64 blocks' fragments double-buffer: one is expanded while the other's
 // group runs). The stages are handed over with mbarriers:
-//   full[s]  (128 producer arrivals) the stage is written and visible: a producer thread
+//   full[s]  (WGMMA_PRODUCERS arrivals) the stage is written and visible: a producer thread
 //            arrives for slab kt after its cp.async group of kt has landed, which it checks
 //            one slab later (cp.async.wait_group 1), then fence.proxy.async (B is read by
 //            wgmma, the async proxy).
@@ -74,8 +74,9 @@
 #define WGMMA_STAGES 5      // ring depth (overridable for experiments: tests/gpu/prefill_experiments.sh)
 #endif
 
-// Registers per thread: what the launch allocates (__launch_bounds__(384, 1): 64 K / 384,
-// rounded down to 8), then moved by setmaxnreg from the producer to the consumers. The
+// Registers per thread: what the launch allocates (__launch_bounds__(WGMMA_THREADS, 1): 64 K /
+// 512 = 128 with two producer warpgroups, 64 K / 384 rounded down to 8 = 168 with one), then moved
+// by setmaxnreg from the producer to the consumers. The
 // increase draws on the registers the decrease released: a total above the launch's would
 // make the consumers wait forever, so init checks the launch value (cudaFuncGetAttributes).
 static constexpr int kLaunchRegs = WGMMA_PRODUCER_WGS == 1 ? 168 : 128;
@@ -94,7 +95,8 @@ struct WgShape {
     static constexpr int kXChunks = 8 * BNT / WGMMA_PRODUCERS; // W4A16: 16-byte x chunks per producer thread
     static constexpr int kXUnits = (2 * BNT + WGMMA_PRODUCERS - 1) / WGMMA_PRODUCERS; // W4A4: (token, block) units
     static_assert(kXChunks >= 1, "every producer thread copies x");
-    static_assert(BNT % 32 == 0 && BNT <= 128, "token tile: 32, 64 or 128");
+    static_assert(BNT == 32 || BNT == 64 || BNT == 128, "token tile: 32, 64 or 128 (wgmma_bf16_rs)");
+    static_assert((4 * BNT) % WGMMA_PRODUCERS == 0 || WGMMA_PRODUCERS % (4 * BNT) == 0, "x chunk split");
     static_assert(kStage % 1024 == 0, "stage alignment");
 };
 
@@ -166,8 +168,10 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
         if (ACT == LIN_ACT_BF16) {
 #pragma unroll
             for (int j = 0; j < S::kXChunks; j++) {
+#ifndef WGMMA_EXP_NOPERM // (the experiment copies x by cp.async instead)
                 const __nv_bfloat16 *src = xb[j % kXRows];
                 xv[j] = src ? ldg_stream16(src + k0 + 32 * chunk_b(j)) : make_uint4(0, 0, 0, 0);
+#endif
             }
         } else {
 #pragma unroll
@@ -199,6 +203,17 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
             cp_async16(stage + S::kRawOff + r * 32 + 16 * (b ^ ((r / 4) & 1)),
                        in ? p.w + (n0 + r) * (p.K / 2) + kt * (WGMMA_BK / 2) + 16 * b : p.w, in ? 16 : 0);
         }
+#ifdef WGMMA_EXP_NOPERM // timing experiment, wrong results: x copied in natural order by cp.async
+        if (ACT == LIN_ACT_BF16) {
+            const int64_t k0 = (int64_t)kt * WGMMA_BK;
+#pragma unroll
+            for (int j = 0; j < S::kXChunks; j++) {
+                const int b = chunk_b(j), n = n_base + P / 4 * j % BNT;
+                const __nv_bfloat16 *src = xb[j % kXRows];
+                cp_async16(stage + b_chunk_off(n, 4 * b + tid % 4), src ? src + k0 + 32 * b : p.x, src ? 16 : 0);
+            }
+        }
+#endif
         cp_async_commit();
         // hand over slab kt-1: its copies have landed (all but the newest group)
         if (kt > 0) {
@@ -210,15 +225,8 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
         for (int r = 0; r < kSRows; r++)
             *reinterpret_cast<uint32_t *>(stage + S::kScaleOff + 4 * (tid + P * r)) = sv[r];
         // x in fragment order: chunk 4b + q (q = 2j + h), word t = (x[8t + q], x[8t + q + 4])
-#ifdef WGMMA_EXP_NOPERM // timing experiment, wrong results: x copied in natural order by cp.async
+#ifdef WGMMA_EXP_NOPERM
         if (ACT == LIN_ACT_BF16) {
-            const int64_t k0 = (int64_t)kt * WGMMA_BK;
-#pragma unroll
-            for (int j = 0; j < S::kXChunks; j++) {
-                const int b = chunk_b(j), n = n_base + P / 4 * j % BNT;
-                const __nv_bfloat16 *src = xb[j % kXRows];
-                cp_async16(stage + b_chunk_off(n, 4 * b + tid % 4), src ? src + k0 + 32 * b : p.x, src ? 16 : 0);
-            }
         } else
 #endif
         if (ACT == LIN_ACT_BF16) {
@@ -262,9 +270,6 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
                         make_uint4(out[q][0], out[q][1], out[q][2], out[q][3]);
             }
         }
-#ifdef WGMMA_EXP_NOPERM
-        if (ACT == LIN_ACT_BF16) continue;
-#endif
         if (kt + 1 < nk) load_slab(kt + 1);
     }
     cp_async_wait<0>();
@@ -272,7 +277,7 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
     mbar_arrive(bars + 8 * ((nk - 1) % WGMMA_STAGES));
 }
 
-// Warpgroups 1 and 2: warpgroup c owns features 128·c .. 128·c + 127 of the tile; expands its
+// The two consumer warpgroups: consumer c owns features 128·c .. 128·c + 127 of the tile; expands its
 // weight fragments and runs the MMAs over the ring, then the epilogue.
 template <int FMT, int ACT, int BNT, bool GROUPED>
 __device__ __forceinline__ void wgmma_consumer(const LinearParams &p, int64_t n0, int64_t m0, int64_t m_end,

@@ -1,14 +1,13 @@
-// Hopper warpgroup MMA (wgmma, sm_90a) for BF16 operands, fp32 accumulators: descriptors of the
-// no-swizzle K-major shared-memory layout, the fence / commit / wait instructions, and m64nNk16
+// Hopper warpgroup MMA (wgmma, sm_90a) for BF16 operands, fp32 accumulators: the descriptor of
+// the 128-byte swizzled K-major shared-memory layout, the fence / commit / wait instructions, and m64nNk16
 // with A from registers for the token-tile widths the prefill kernel uses. The instructions
 // exist only in sm_90a code: on other targets the asm helpers are empty (the host never
 // launches a kernel using them there: linear_prefill_wgmma_takes).
 //
-// No-swizzle K-major layout (PTX ISA, "matrix descriptor"): the operand is made of 8 x 16-byte
-// core matrices (8 rows of 8 consecutive BF16 k values, 128 contiguous bytes). The descriptor
-// gives the start address, the byte distance between core matrices adjacent in K (leading
-// byte offset, LBO) and between core matrices adjacent in M or N (stride byte offset, SBO);
-// all three are stored >> 4.
+// Matrix descriptor (PTX ISA): the operand's shared-memory start address, the byte distance
+// between core matrices adjacent in K (leading byte offset, LBO) and in M or N (stride byte
+// offset, SBO), all stored >> 4, and the swizzle mode. The prefill kernel uses the 128-byte
+// swizzled K-major layout (wgmma_desc_sw128).
 #pragma once
 
 #include <stdint.h>
@@ -18,10 +17,6 @@
 #else
 #define DSV4_WGMMA 0
 #endif
-
-__device__ __forceinline__ uint64_t wgmma_desc(uint32_t smem_addr, uint32_t lbo, uint32_t sbo) {
-    return (uint64_t)((smem_addr & 0x3FFFFu) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(sbo >> 4) << 32);
-}
 
 // 128-byte swizzled K-major layout: rows of 64 BF16 k (128 bytes), 16-byte chunk c of row r
 // stored at chunk position c ^ (r % 8), in atoms of 8 rows (1024 bytes, 1024-aligned). SBO is
@@ -79,10 +74,8 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
 #endif
 }
 
-// Keeps the compiler from moving accesses of an accumulator across wgmma instructions, and an
-// A-fragment register live (unmodified) until the wait that covers the wgmma reading it.
+// Keeps the compiler from moving accesses of an accumulator across wgmma instructions.
 __device__ __forceinline__ void wgmma_fence_operand(float &r) { asm volatile("" : "+f"(r)::"memory"); }
-__device__ __forceinline__ void wgmma_fence_operand(uint32_t &r) { asm volatile("" : "+r"(r)::"memory"); }
 
 // D[64 x N] (+)= A[64 x 16] · B[16 x N]: A from registers, B K-major in shared memory
 // (descriptor db), D in the m64nN fp32 fragment (thread (warp w, lane 4g + t) holds rows 16w + g
@@ -90,7 +83,9 @@ __device__ __forceinline__ void wgmma_fence_operand(uint32_t &r) { asm volatile(
 // mma.m16n8k16's, per warp of 16 rows: a[0] = (row g, k 2t, 2t+1), a[1] = (row g+8, k 2t, 2t+1),
 // a[2] = (row g, k 2t+8, 2t+9), a[3] = (row g+8, k 2t+8, 2t+9), low half the lower k.
 // accumulate = 0 overwrites D. The instruction reads `a` asynchronously: the registers must
-// stay untouched until a wgmma_wait covers it (the caller fences them as operands).
+// stay untouched until a wgmma_wait covers it. An empty asm does not keep them so at the SASS
+// level; the caller reads them once more after that wait (linear_prefill_wgmma.cu: frag_use),
+// or ptxas reuses them early and serialises every wgmma to allow it.
 template <int N>
 __device__ __forceinline__ void wgmma_bf16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t db, int accumulate);
 
