@@ -35,7 +35,7 @@ __device__ __forceinline__ void swiglu_store_bf16(__nv_bfloat16 *out, int64_t i,
 
 // moe.c's SwiGLU: g = fminf(g, limit) (no lower clamp), u = fminf(fmaxf(u, -limit), limit),
 // g / (1.0f + expf(-g)) * u, left to right. fminf/fmaxf have the same NaN rule on both sides
-// (the non-NaN operand wins). Used by the SwiGLU kernel and the grouped decode's fused epilogue.
+// (the non-NaN operand wins). Used by the SwiGLU kernel and the grouped linears' fused epilogues.
 __device__ __forceinline__ float swiglu_as_cpu(float g, float u, float limit) {
     const float gi = fminf(g, limit), ui = fminf(fmaxf(u, -limit), limit);
     return f_mul(f_div(gi, f_add(1.0f, moe_expf(-gi))), ui);
