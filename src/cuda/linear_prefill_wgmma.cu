@@ -79,8 +79,12 @@
 // by setmaxnreg from the producer to the consumers. The
 // increase draws on the registers the decrease released: a total above the launch's would
 // make the consumers wait forever, so init checks the launch value (cudaFuncGetAttributes).
+#ifndef WGMMA_PRODUCER_REGS // overridable for experiments
+#define WGMMA_PRODUCER_REGS (WGMMA_PRODUCER_WGS == 1 ? 104 : 56)
+#define WGMMA_CONSUMER_REGS 200
+#endif
 static constexpr int kLaunchRegs = WGMMA_PRODUCER_WGS == 1 ? 168 : 128;
-static constexpr int kProducerRegs = WGMMA_PRODUCER_WGS == 1 ? 104 : 56, kConsumerRegs = 200;
+static constexpr int kProducerRegs = WGMMA_PRODUCER_REGS, kConsumerRegs = WGMMA_CONSUMER_REGS;
 static_assert(WGMMA_PRODUCERS * kProducerRegs + 256 * kConsumerRegs <= WGMMA_THREADS * kLaunchRegs, "register pool");
 static_assert(WGMMA_THREADS * kLaunchRegs <= 65536, "register file");
 
