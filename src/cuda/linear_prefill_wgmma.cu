@@ -236,9 +236,10 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
         if (ACT == LIN_ACT_BF16) {
             // chunk j: token n_base + (P/4·j) % BNT: the swizzle is the same for every j, so 8
             // chunk addresses and immediates for the rest
+            auto chunk_addr = [&](int c) { return smem_u32(stage) + b_chunk_off(n_base, c) + 4 * (tid % 4); };
             uint32_t cb[8];
 #pragma unroll
-            for (int c = 0; c < 8; c++) cb[c] = smem_u32(stage) + b_chunk_off(n_base, c) + 4 * (tid % 4);
+            for (int c = 0; c < 8; c++) cb[c] = chunk_addr(c);
 #pragma unroll
             for (int j = 0; j < S::kXChunks; j++) {
                 const int nb = 128 * (P / 4 * j % BNT);
@@ -248,8 +249,8 @@ __device__ __forceinline__ void wgmma_producer(const LinearParams &p, int64_t n0
                     const uint32_t w = __byte_perm(in[q / 2], in[2 + q / 2], q % 2 ? 0x7632 : 0x5410);
                     if (P <= 4 * BNT) {
                         sts32(cb[4 * chunk_b(j) + q] + nb, w);
-                    } else { // b differs between threads: the address from scratch
-                        sts32(smem_u32(stage) + b_chunk_off(n_base, 4 * chunk_b(j) + q) + 4 * (tid % 4), w);
+                    } else { // b differs between threads: no register array indexed by it
+                        sts32(chunk_addr(4 * chunk_b(j) + q), w);
                     }
                 }
             }
@@ -299,7 +300,13 @@ __device__ __forceinline__ void wgmma_consumer(const LinearParams &p, int64_t n0
     // a[s][j]: the fragment of m64 block s for k16 step 2b + j of the current 32-wide block b.
     // One commit group per (block, s): a[s] is rebuilt while the other m64 block's group runs.
     uint32_t a[2][2][4];
-    uint32_t frag_use = 0; // see below
+    // a[s]'s last use, after the wait that covers the wgmma reading it: ptxas would otherwise
+    // reuse its registers while the wgmma reads them, and serialise the wgmma to allow it
+    uint32_t frag_use = 0;
+    auto last_use = [&](int s) {
+#pragma unroll
+        for (int j = 0; j < 2; j++) frag_use ^= a[s][j][0] ^ a[s][j][1] ^ a[s][j][2] ^ a[s][j][3];
+    };
     for (int kt = 0; kt < nk; kt++) {
         const int st = kt % WGMMA_STAGES;
         mbar_wait(bars + 8 * st, (kt / WGMMA_STAGES) & 1); // full[st]
@@ -317,10 +324,7 @@ __device__ __forceinline__ void wgmma_consumer(const LinearParams &p, int64_t n0
             for (int s = 0; s < 2; s++) {
                 if (kt > 0 || b > 0) {
                     wgmma_wait<1>(); // all but the newest group are done: a[s] is free
-                    // the fragments' last use, after the wait: ptxas would otherwise reuse their
-                    // registers while the wgmma reads them, and serialise the wgmma to allow it
-#pragma unroll
-                    for (int j = 0; j < 2; j++) frag_use ^= a[s][j][0] ^ a[s][j][1] ^ a[s][j][2] ^ a[s][j][3];
+                    last_use(s);
                 }
                 // the last group that read slab kt-1 (block 1, s 1) has completed: release its stage
                 if (b == 0 && s == 1 && kt > 0 && lane == 0)
@@ -363,13 +367,17 @@ __device__ __forceinline__ void wgmma_consumer(const LinearParams &p, int64_t n0
     for (int s = 0; s < 2; s++) {
 #pragma unroll
         for (int i = 0; i < BNT / 2; i++) wgmma_fence_operand(acc[s][i]);
-#pragma unroll
-        for (int j = 0; j < 2; j++) frag_use ^= a[s][j][0] ^ a[s][j][1] ^ a[s][j][2] ^ a[s][j][3];
+        last_use(s);
     }
     if (p.M < 0) p.partials[0] = (float)frag_use; // never (M >= 1): keeps the uses above
 
     // epilogue: acc[s][4j + e] is feature 128·c + 64·s + 16·(warp%4) + g (+8 for e >= 2),
-    // token column 8j + 2t (+1 for odd e)
+    // token column 8j + 2t (+1 for odd e); row m's factor (W4A4 per-token scales: of the x row)
+    auto out_factor = [&](int64_t m) {
+        return ACT == LIN_ACT_NVFP4 && p.token_scales
+                   ? factor * p.token_scales[GROUPED && p.grp.row_token ? p.grp.row_token[m] : m]
+                   : factor;
+    };
     if (GROUPED && p.swiglu_out) {
         // the routed L1 stack (gate / up rows interleaved in blocks of 8): this thread's rows g
         // and g + 8 of each 16 are a gate and its up, so SwiGLU of the values the plain store
@@ -384,9 +392,7 @@ __device__ __forceinline__ void wgmma_consumer(const LinearParams &p, int64_t n0
                 for (int e = 0; e < 2; e++) {
                     const int64_t m = m0 + 8 * j + 2 * t + e;
                     if (m >= m_end || f >= p.N) continue;
-                    float fm = factor;
-                    if (ACT == LIN_ACT_NVFP4 && p.token_scales)
-                        fm *= p.token_scales[p.grp.row_token ? p.grp.row_token[m] : m];
+                    const float fm = out_factor(m);
                     swiglu_store_bf16(p.swiglu_out, m * (p.N / 2) + i,
                                       swiglu_as_cpu(acc[s][4 * j + e] * fm, acc[s][4 * j + e + 2] * fm, p.swiglu_limit));
                 }
@@ -402,10 +408,7 @@ __device__ __forceinline__ void wgmma_consumer(const LinearParams &p, int64_t n0
             for (int e = 0; e < 4; e++) {
                 const int64_t m = m0 + 8 * j + 2 * t + (e & 1), n = f + (e >= 2 ? 8 : 0);
                 if (m >= m_end || n >= p.N) continue;
-                float fm = factor; // W4A4 per-token scales: of the x row
-                if (ACT == LIN_ACT_NVFP4 && p.token_scales)
-                    fm *= p.token_scales[GROUPED && p.grp.row_token ? p.grp.row_token[m] : m];
-                linear_store(p, m, n, acc[s][4 * j + e] * fm);
+                linear_store(p, m, n, acc[s][4 * j + e] * out_factor(m));
             }
     }
 }

@@ -384,7 +384,7 @@ extern "C" dsv4_status dsv4_cuda_moe_forward(cudaStream_t s, const dsv4_cuda_moe
     g.path = decode ? DSV4_LINEAR_DECODE : DSV4_LINEAR_PREFILL;
     // W4A16: L1's epilogue applies SwiGLU itself (decode: one launch less on the critical path;
     // prefill: h never goes through HBM in fp32)
-    const bool fused = !a4 && (decode || dsv4_cuda_moe_fused_swiglu_prefill(0, w->D, tile));
+    const bool fused = !a4 && (decode || prefill_on_wgmma(LIN_ACT_BF16, w->D, tile));
     g.swiglu_out = fused ? ws->a : NULL, g.swiglu_limit = a->limit;
     if (fold) { // the shared expert's weights are known before the routing: L1 warms them into L2
         const dsv4_cuda_moe_stack *st[2] = {&w->s1, &w->s2}; // views of group E
