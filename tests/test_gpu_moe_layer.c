@@ -414,9 +414,9 @@ TEST(gpu_moe_layer_small_shapes_match_cpu) {
         {"MXFP4 experts", 9, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 1, 1.0f, 0},
         {"MXFP4 experts prefill", 130, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 1, 1.0f, 0},
         {"gate/up re-rounded", 5, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 0, 0.7f, 0},
-        /* a shared expert of another size keeps stacks of its own and the parallel chain */
         {"two tokens (shared expert folded)", 2, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 0, 1.0f, 0},
         {"hash, two tokens (shared expert folded)", 2, 16, 4, 256, 128, 16, R_HASH, 0, AUTO, 0, 1.0f, 0},
+        /* a shared expert of another size keeps stacks of its own and the parallel chain */
         {"shared expert I 64, one token", 1, 16, 4, 256, 128, 16, R_RANDOM, 0, AUTO, 0, 1.0f, 64},
         {"shared expert I 64, 37 tokens prefill", 37, 16, 4, 256, 128, 16, R_RANDOM, 0, PRE, 0, 1.0f, 64},
     };
@@ -459,7 +459,8 @@ TEST(gpu_moe_layer_flash_shapes_match_cpu) {
  * row of y left untouched (poison intact), two runs bitwise equal; L1 also with the fused
  * SwiGLU epilogue (decode, and prefill on the Hopper kernel), bit-exact with the SwiGLU kernel
  * on the same h. Shapes off every tile:
- * N = 384 / 320, K = 320 / 192, T = 45. `tile`: the layout tile of the prefill path. */
+ * N = 384 / 320, K = 320 / 192, T tokens (the caller: 45, and 2 / 7 for decode). `tile`: the
+ * layout tile of the prefill path. */
 static int g_force_mma; /* what grouped_case's caller set with dsv4_cuda_linear_prefill_force_mma */
 
 static int grouped_case(int path_prefill, int tile_req, int a4, int l2, int T, char *msg, size_t len) {
